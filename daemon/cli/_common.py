@@ -1,0 +1,45 @@
+"""What every CLI command shares: readable errors, settings, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+import orjson
+
+from daemon.config import ConfigError, Settings, load_settings
+
+
+class CliError(Exception):
+    """An error to show as one line; ``exit_code`` is the process exit status."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ReadableArgumentParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; we print one line, as for every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """Build settings (env, ``ACED_CONFIG``), turning config errors into a :class:`CliError`."""
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def print_json(value: Any) -> None:
+    """Write one JSON object on its own line to stdout."""
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+    sys.stdout.flush()
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--json`` flag for commands whose output programs read."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a readable table")
