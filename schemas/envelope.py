@@ -91,7 +91,7 @@ class AgentMessage(BaseModel):
         default_factory=dict, description="Free-form JSON object, at most 64 KiB as compact JSON."
     )
     schema_version: Literal[1] = Field(
-        default=SCHEMA_VERSION, description="Envelope version; only 1 exists. Unknown versions are rejected."
+        default=1, description="Envelope version; only 1 exists. Unknown versions are rejected."
     )
 
     @field_validator("content")
