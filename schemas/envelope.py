@@ -94,6 +94,14 @@ class AgentMessage(BaseModel):
         default=1, description="Envelope version; only 1 exists. Unknown versions are rejected."
     )
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_is_int(cls, value: Any) -> Any:
+        # JSON `true` equals 1 in Python; a boolean is not a version number.
+        if isinstance(value, bool):
+            raise ValueError(f"schema_version must be an integer, not {value!r}")
+        return value
+
     @field_validator("content")
     @classmethod
     def _content_size(cls, value: str, info: ValidationInfo) -> str:
