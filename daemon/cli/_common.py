@@ -43,3 +43,21 @@ def print_json(value: Any) -> None:
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """The ``--json`` flag for commands whose output programs read."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of a readable table")
+
+
+def connect_redis(settings: Settings) -> Any:
+    """A blocking Redis client that has answered PING, or a :class:`CliError` saying why not."""
+    import redis
+
+    from daemon.redis_conn import RedisUnavailable, describe_redis, sync_client
+
+    try:
+        client = sync_client(settings)
+        client.ping()
+    except RedisUnavailable as exc:
+        raise CliError(str(exc), exit_code=1) from None
+    except redis.AuthenticationError as exc:
+        raise CliError(f"Redis at {describe_redis(settings)} refused the credentials: {exc}", 1) from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise CliError(f"cannot reach Redis at {describe_redis(settings)}: {exc}", exit_code=1) from None
+    return client

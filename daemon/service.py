@@ -1,0 +1,208 @@
+"""The daemon's lifecycle: start Redis (embedded default) and the store, tell systemd READY, record until
+a signal, drain, stop.
+
+First SIGTERM/SIGINT: stop reading, finish and ack the batches already read, exit 0. A second one exits
+at once (nothing unacked is lost: Redis delivers it again to the next daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+
+from daemon.config import Settings
+from daemon.metrics import Counters
+from daemon.recorder import REDIS_DOWN, Recorder
+from daemon.redis_conn import EmbeddedRedis, RedisUnavailable, async_client, describe_redis
+from daemon.redis_server import RedisServerError
+from daemon.store.base import Store, StoreError
+from daemon.streams import StreamOps
+from daemon.systemd import SystemdNotifier
+from daemon.tagging.base import NoOpTagger, Tagger
+from schemas import Event, StreamKeys
+from schemas._types import utc_now
+
+log = structlog.get_logger()
+
+
+class ServiceError(Exception):
+    """The daemon cannot start; the message is one readable line."""
+
+
+def build_tagger(settings: Settings) -> Tagger:
+    """The tagging step the settings ask for (rules by default; ``none`` records untagged)."""
+    if settings.tagger == "none":
+        return NoOpTagger()
+    from daemon.tagging import make_tagger  # type: ignore[attr-defined]
+
+    tagger: Tagger = make_tagger(settings.tagger, settings.tag_history)
+    return tagger
+
+
+async def connect(client: aioredis.Redis, attempts: int = 10, first_delay_s: float = 0.2) -> None:
+    """PING until Redis answers, a bounded number of times, logging how many tries remain."""
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.ping()
+            return
+        except REDIS_DOWN as exc:
+            if attempt == attempts:
+                raise RedisUnavailable(f"Redis did not answer after {attempts} tries: {exc}") from None
+            log.warning("redis_connect_retry", error=str(exc), tries_left=attempts - attempt)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except redis.exceptions.AuthenticationError as exc:
+            raise RedisUnavailable(f"Redis refused the credentials: {exc}") from None
+        except redis.exceptions.ResponseError as exc:
+            raise RedisUnavailable(f"Redis refused the connection: {exc}") from None
+
+
+class Daemon:
+    """One daemon process: its resources and tasks. ``run`` is the whole life."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = StreamKeys(settings.key_prefix)
+        self.consumer = settings.consumer
+        self.counters = Counters()
+        self.notifier = SystemdNotifier()
+        self.stop = asyncio.Event()
+        self._signals = 0
+
+    async def run(self, burst: bool = False) -> int:
+        """Start, record until stopped (or, with ``burst``, until nothing is left), stop. Returns 0."""
+        settings = self.settings
+        embedded: EmbeddedRedis | None = None
+        store: Store | None = None
+        client: aioredis.Redis | None = None
+        others = False
+        try:
+            if settings.redis_url is None:
+                embedded = EmbeddedRedis(settings)
+                try:
+                    await asyncio.to_thread(embedded.start)
+                except (RedisServerError, OSError) as exc:
+                    raise ServiceError(f"cannot start the embedded Redis: {exc}") from None
+            store = await asyncio.to_thread(self._open_store)
+            client = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
+            await connect(client)
+            ops = StreamOps(client, self.keys, self.consumer)
+            recorder = Recorder(settings, ops, store, build_tagger(settings), self.counters)
+            self._install_signal_handlers()
+            log.info(
+                "started",
+                consumer=self.consumer,
+                redis=describe_redis(settings),
+                store=str(settings.store_path),
+                tagger=recorder.tagger.version,
+                pid=os.getpid(),
+            )
+            self.notifier.notify(READY="1", STATUS=self.counters.status_line())
+            await self._emit(ops, "daemon.started", {"pid": os.getpid()})
+            health = asyncio.create_task(self._health_loop(client), name="health")
+            watchdog = asyncio.create_task(self._watchdog_loop(), name="watchdog")
+            try:
+                await recorder.run(self.stop, burst=burst)
+            finally:
+                health.cancel()
+                watchdog.cancel()
+                await asyncio.gather(health, watchdog, return_exceptions=True)
+            self.notifier.notify(STOPPING="1", STATUS="stopping: " + self.counters.status_line())
+            await self._emit(ops, "daemon.stopping", self.counters.snapshot())
+            with contextlib.suppress(*REDIS_DOWN, redis.exceptions.RedisError):
+                await client.delete(self.keys.health(self.consumer))
+            others = await self._other_consumers_alive(client)
+            log.info("stopped", **self.counters.snapshot())
+        finally:
+            if client is not None:
+                await client.aclose()
+            if store is not None:
+                store.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop, others)
+        return 0
+
+    def _open_store(self) -> Store:
+        from daemon.store import open_store
+
+        try:
+            store: Store = open_store(self.settings)
+            store.check_writable()
+        except StoreError as exc:
+            raise ServiceError(f"store {self.settings.store_path} is not usable: {exc}") from None
+        return store
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            # Second signal: leave now. Anything not yet acked is redelivered to the next daemon.
+            log.warning("exit_now", signal=sig.name)
+            os._exit(128 + sig.value)
+        log.info("stopping", signal=sig.name)
+        self.notifier.notify(STOPPING="1")
+        self.stop.set()
+
+    async def _health_loop(self, client: aioredis.Redis) -> None:
+        key = self.keys.health(self.consumer)
+        ttl_ms = int(max(self.settings.health_interval_s * 3, 5.0) * 1000)
+        while True:
+            snapshot = self.counters.snapshot()
+            fields: dict[str | bytes, str | int | float] = {
+                k: ("" if v is None else (int(v) if isinstance(v, bool) else v)) for k, v in snapshot.items()
+            }
+            fields.update(
+                consumer=self.consumer,
+                pid=os.getpid(),
+                updated_at=utc_now().isoformat(),
+                store=str(self.settings.store_path),
+            )
+            try:
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                    pipe.pexpire(key, ttl_ms)
+                    await pipe.execute()
+            except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
+                log.debug("health_not_written", error=str(exc))
+            self.notifier.notify(STATUS=self.counters.status_line())
+            await asyncio.sleep(self.settings.health_interval_s)
+
+    async def _watchdog_loop(self) -> None:
+        # Fed from the event loop itself: if the loop wedges, systemd notices and restarts us.
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.notify(WATCHDOG="1")
+            await asyncio.sleep(interval)
+
+    async def _other_consumers_alive(self, client: aioredis.Redis) -> bool:
+        mine = self.keys.health(self.consumer).encode()
+        try:
+            async for key in client.scan_iter(match=self.keys.health_pattern, count=100):
+                if key != mine:
+                    return True
+        except (*REDIS_DOWN, redis.exceptions.RedisError):
+            return False
+        return False
+
+    async def _emit(self, ops: StreamOps, kind: Any, data: dict[str, Any]) -> None:
+        with contextlib.suppress(*REDIS_DOWN, redis.exceptions.RedisError):
+            await ops.emit(Event(type=kind, at=utc_now(), source=self.consumer, data=data))
+
+
+def run_daemon(settings: Settings, burst: bool = False) -> int:
+    """Run the daemon in this process until it stops; returns the exit code."""
+    return asyncio.run(Daemon(settings).run(burst=burst))
