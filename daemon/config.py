@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1, description="Deliveries before an entry is dead-lettered.")
     claim_idle_ms: int = Field(default=60_000, ge=1, description="Janitor claims entries idle this long.")
     janitor_interval_s: float = Field(default=10.0, gt=0)
-    discover_interval_s: float = Field(default=5.0, gt=0, description="Stream discovery period.")
+    discover_interval_s: float = Field(default=1.0, gt=0, description="Stream discovery period.")
     retention_s: float = Field(
         default=7 * 86400.0, ge=0, description="Trim committed+acked entries older than this; 0 never trims."
     )

@@ -108,8 +108,9 @@ class Recorder:
         stopper = asyncio.create_task(stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({reader, stopper, committer}, return_when=asyncio.FIRST_COMPLETED)
-            if committer.done():
-                committer.result()  # re-raise a committer bug instead of hanging
+            for task in (reader, committer):
+                if task.done() and not task.cancelled():
+                    task.result()  # re-raise a bug instead of stopping silently
         finally:
             self._stop_reading.set()
             for task in (reader, janitor, stopper):

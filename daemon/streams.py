@@ -19,7 +19,7 @@ from daemon.intake import RawEntry
 from schemas import CONSUMER_GROUP, DATA_FIELD, DeadLetter, Event, StreamKeys
 
 
-def _s(value: bytes | str) -> str:
+def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -125,14 +125,18 @@ class StreamOps:
         min_idle_ms: int | None = None,
     ) -> list[PendingInfo]:
         """XPENDING (extended form): pending entries with owner, idle time and delivery count."""
-        args: list[Any] = ["XPENDING", stream, CONSUMER_GROUP]
-        if min_idle_ms is not None:
-            args += ["IDLE", min_idle_ms]
-        args += [start, "+", count]
-        if consumer is not None:
-            args.append(consumer)
-        rows = await _command(self.client, *args)
-        return [PendingInfo(_s(r[0]), _s(r[1]), int(r[2]), int(r[3])) for r in rows or []]
+        rows = await self.client.xpending_range(
+            stream, CONSUMER_GROUP, min=start, max="+", count=count, consumername=consumer, idle=min_idle_ms
+        )
+        return [
+            PendingInfo(
+                _s(r["message_id"]),
+                _s(r["consumer"]),
+                int(r["time_since_delivered"]),
+                int(r["times_delivered"]),
+            )
+            for r in rows or []
+        ]
 
     async def autoclaim(
         self, stream: str, min_idle_ms: int, count: int, start: str = "0-0"
@@ -140,16 +144,8 @@ class StreamOps:
         """XAUTOCLAIM entries idle longer than ``min_idle_ms`` from any consumer.
 
         Returns (claimed entries with their new delivery counts, ids deleted from the stream, next cursor)."""
-        reply = await _command(
-            self.client,
-            "XAUTOCLAIM",
-            stream,
-            CONSUMER_GROUP,
-            self.consumer,
-            min_idle_ms,
-            start,
-            "COUNT",
-            count,
+        reply = await self.client.xautoclaim(
+            stream, CONSUMER_GROUP, self.consumer, min_idle_ms, start_id=start, count=count
         )
         cursor = _s(reply[0])
         raw_entries = reply[1] or []
@@ -247,9 +243,9 @@ class StreamOps:
             name = _s(group["name"])
             bounds.append(next_id(_s(group["last-delivered-id"])))
             if int(group["pending"]) > 0:
-                summary = await _command(self.client, "XPENDING", stream, name)
-                if summary and summary[1] is not None:
-                    bounds.append(_s(summary[1]))
+                summary = await self.client.xpending(stream, name)
+                if summary and summary.get("min") is not None:
+                    bounds.append(_s(summary["min"]))
         minid = entry_id_min(bounds)
         if minid is None or minid == "0-0":
             return 0
