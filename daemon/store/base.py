@@ -77,7 +77,7 @@ class Store(Protocol):
     def iter_records(
         self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 1000
     ) -> Iterator[Record]:
-        """Every record with ``since <= created_at < until``, ordered by ``created_at``, then ``message_id``."""
+        """Records with ``since <= created_at < until``, by ``created_at`` then ``message_id``."""
 
     def conversation_history(self, conversation_id: str, before: datetime, limit: int) -> list[Record]:
         """Up to ``limit`` records of a conversation created before ``before``, oldest first."""
