@@ -112,8 +112,12 @@ class Recorder:
                 if task.done() and not task.cancelled():
                     task.result()  # re-raise a bug instead of stopping silently
         finally:
+            # Stop reading, but let a read in progress finish (at most block_ms) and hand over what it
+            # got: cancelling it could leave entries delivered to us that nobody processes until restart.
             self._stop_reading.set()
-            for task in (reader, janitor, stopper):
+            stopper.cancel()
+            _, late = await asyncio.wait({reader, janitor}, timeout=self.settings.shutdown_timeout_s)
+            for task in late:
                 task.cancel()
             await asyncio.gather(reader, janitor, stopper, return_exceptions=True)
             # Everything read is finished and acked, within the shutdown budget.
