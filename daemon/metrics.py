@@ -25,7 +25,8 @@ class Counters:
     redis_ok: bool = True
     store_ok: bool = True
     redis_outages: int = 0
-    store_failures: int = 0
+    store_failures: int = 0  #: outages of the store (unwritable, full, locked)
+    store_retries: int = 0  #: failed commit attempts, all outages together
     last_commit_at: datetime | None = None
     last_error: str | None = None
 

@@ -364,6 +364,7 @@ class Recorder:
             try:
                 result = await loop.run_in_executor(self._worker, self.store.commit_batch, records, letters)
             except StoreUnavailable as exc:
+                self.counters.store_retries += 1
                 if self.counters.store_ok:
                     self.counters.store_ok = False
                     self.counters.store_failures += 1

@@ -302,3 +302,62 @@ def test_tagger_none_records_untagged(
         assert record is not None and record.tags is None
     finally:
         store.close()
+
+
+def _chattr(flag: str, *paths: object) -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_store_unwritable_then_writable_acks_nothing_meanwhile_and_loses_nothing(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    """The store's files are made immutable (``chattr +i``: a real write failure, even for root), then
+    writable again. The daemon must not ack while it cannot commit, and must recover by itself."""
+    settings = make_settings(store_retry_s=0.05)
+    stream = keys.agent_stream("claude")
+    first = make_messages("claude", 50, prefix="first ")
+    second = make_messages("claude", 50, prefix="second ")
+    publish(redis_client, keys, first)
+    db = settings.store_path
+    frozen = [db, db.with_name(db.name + "-wal")]
+
+    async def go() -> None:
+        daemon = Daemon(settings)
+        task = asyncio.create_task(daemon.run())
+        loop = asyncio.get_running_loop()
+
+        async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+            deadline = loop.time() + timeout_s
+            while not predicate():
+                assert loop.time() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.02)
+
+        await until(lambda: daemon.counters.recorded == 50, "first 50 recorded")
+        if not _chattr("+i", *frozen):
+            daemon.stop.set()
+            await task
+            pytest.skip("chattr +i is not available on this filesystem")
+        try:
+            publish(redis_client, keys, second)
+            await until(lambda: not daemon.counters.store_ok, "the daemon to notice the store is unwritable")
+            await until(lambda: group_pending(redis_client, stream) == 50, "the second 50 read and held")
+            retries = daemon.counters.store_retries
+            await until(lambda: daemon.counters.store_retries >= retries + 3, "three more commit retries")
+            assert daemon.counters.recorded == 50
+            assert group_pending(redis_client, stream) == 50  # read, not acked
+        finally:
+            assert _chattr("-i", *frozen)
+        await until(lambda: daemon.counters.recorded == 100, "recovery by itself", timeout_s=30)
+        await until(lambda: group_pending(redis_client, stream) == 0, "acks after the commit")
+        assert daemon.counters.store_ok and daemon.counters.store_failures == 1
+        daemon.stop.set()
+        assert await task == 0
+
+    asyncio.run(go())
+    assert sorted(recorded_ids(settings)) == sorted(m.message_id for m in first + second)
