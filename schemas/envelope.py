@@ -119,7 +119,12 @@ class AgentMessage(BaseModel):
     @classmethod
     def _json_object_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value:
-            size = _json_size(value)
+            try:
+                size = _json_size(value)
+            except orjson.JSONEncodeError as exc:
+                # e.g. an integer beyond 64 bits, or (from Python) a set: neither can be stored as JSON.
+                # A ValueError makes it a validation error, never an exception that escapes intake.
+                raise ValueError(f"is not storable as JSON: {exc}") from None
             if size > MAX_METADATA_BYTES:
                 raise ValueError(f"is {size} bytes as JSON, over the limit of {MAX_METADATA_BYTES} bytes")
         return value
