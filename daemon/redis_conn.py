@@ -163,4 +163,3 @@ __all__ = [
     "redis_url",
     "sync_client",
 ]
-

@@ -40,7 +40,7 @@ def build_tagger(settings: Settings) -> Tagger:
     """The tagging step the settings ask for (rules by default; ``none`` records untagged)."""
     if settings.tagger == "none":
         return NoOpTagger()
-    from daemon.tagging import make_tagger  # type: ignore[attr-defined]
+    from daemon.tagging import make_tagger
 
     tagger: Tagger = make_tagger(settings.tagger, settings.tag_history)
     return tagger

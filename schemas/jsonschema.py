@@ -26,7 +26,9 @@ PUBLIC_MODELS: dict[str, type[BaseModel]] = {
 def render_json_schemas() -> dict[str, str]:
     """The schema text of every public model, keyed by file name."""
     return {
-        f"{name}.schema.json": json.dumps(model.model_json_schema(mode="validation"), indent=2, sort_keys=True)
+        f"{name}.schema.json": json.dumps(
+            model.model_json_schema(mode="validation"), indent=2, sort_keys=True
+        )
         + "\n"
         for name, model in PUBLIC_MODELS.items()
     }

@@ -72,7 +72,7 @@ def test_sigkill_mid_stream_and_restart_loses_and_duplicates_nothing(
         with daemon_process(run_env, log) as proc:
             floor = counts(settings).recorded
             wait_until(
-                lambda: (
+                lambda floor=floor: (
                     counts(settings).recorded > floor + 150
                     or (published.is_set() and counts(settings).recorded >= 3900)
                 ),
