@@ -33,7 +33,9 @@ class DeadLetter(BaseModel):
     reason: RejectReason = Field(description="Stable reason code.")
     detail: str = Field(max_length=8192, description="Human-readable explanation (validation errors etc.).")
     fields: dict[bytes, bytes] = Field(description="The entry's original fields and values, byte for byte.")
-    message_id: str | None = Field(default=None, description="The envelope's message_id, if one was readable.")
+    message_id: str | None = Field(
+        default=None, description="The envelope's message_id, if one was readable."
+    )
     delivery_count: int = Field(ge=0, description="Deliveries by Redis when it was rejected.")
     received_at: UtcDatetime = Field(description="When the daemon rejected it.")
     consumer: str | None = Field(default=None, description="The daemon consumer that rejected it.")

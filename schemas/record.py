@@ -34,7 +34,9 @@ class Signals(BaseModel):
     novelty: Score = Field(default=0, description="Introduces a concept or angle new to the conversation.")
     solution_quality: Score = Field(default=0, description="Proposes a solution and weighs trade-offs.")
     assumption_challenge: Score = Field(default=0, description="Questions a premise, not just execution.")
-    error_correction: Score = Field(default=0, description="Finds a flaw in an earlier claim and corrects it.")
+    error_correction: Score = Field(
+        default=0, description="Finds a flaw in an earlier claim and corrects it."
+    )
     cross_domain_synthesis: Score = Field(default=0, description="Combines techniques from distinct fields.")
     specialization_recognition: Score = Field(
         default=0, description="Attributes distinct strengths or roles to agents, or divides work by them."
@@ -70,7 +72,9 @@ class Record(BaseModel):
     committed_at: UtcDatetime | None = Field(
         default=None, description="When the store transaction holding it committed (set by the store)."
     )
-    delivery_count: int = Field(ge=1, description="How many times Redis had delivered it when it was recorded.")
+    delivery_count: int = Field(
+        ge=1, description="How many times Redis had delivered it when it was recorded."
+    )
     content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the UTF-8 content.")
     tags: Tags | None = Field(default=None, description="The current tags; None if tagging is off.")
 
