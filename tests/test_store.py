@@ -1,0 +1,397 @@
+"""SQLiteStore on real files: migrations, idempotent batches, tags, dead letters, reads, failures."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Settings
+from daemon.store import SQLiteStore, Store, StoreError, StoreUnavailable, open_store
+from daemon.store.sqlite import available_migrations, pack_fields, unpack_fields
+from schemas._types import utc_now
+from tests.test_store_support import (
+    T0,
+    make_dead_letter,
+    make_record,
+    make_tags,
+    open_test_store,
+    varied_records,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    s = open_test_store(tmp_path / "aced.sqlite3")
+    yield s
+    s.close()
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# -- schema and settings ---------------------------------------------------------------------------------
+
+
+def test_satisfies_the_store_protocol(store: SQLiteStore) -> None:
+    as_protocol: Store = store  # mypy checks the structural match; this checks it at runtime too
+    for name in (
+        "migrate",
+        "check_writable",
+        "commit_batch",
+        "counts",
+        "get",
+        "iter_records",
+        "conversation_history",
+        "add_tags",
+        "list_dead_letters",
+        "get_dead_letter",
+        "mark_replayed",
+        "close",
+    ):
+        assert callable(getattr(as_protocol, name))
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "aced.sqlite3"
+    first = open_test_store(path)
+    versions = [v for v, _, _ in available_migrations()]
+    assert versions[0] == 1
+    assert first.applied_migrations() == versions
+    first.commit_batch([make_record(1)], [])
+    first.close()
+    # Opening again (another process, a restart) applies nothing twice and keeps the data.
+    second = open_test_store(path)
+    assert second.applied_migrations() == versions
+    assert second.counts().recorded == 1
+    second.close()
+    conn = _raw(path)
+    assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(versions)
+    conn.close()
+
+
+def test_wal_mode_and_synchronous_from_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", sqlite_synchronous="EXTRA")
+    store = open_store(settings)
+    assert settings.store_path.exists()
+    assert store.read("PRAGMA journal_mode") == [("wal",)]
+    assert store.read("PRAGMA synchronous") == [(3,)]  # EXTRA
+    store.close()
+    default = open_store(Settings(data_dir=tmp_path / "data"))
+    assert default.read("PRAGMA synchronous") == [(2,)]  # FULL by default: commit = on disk
+    default.close()
+
+
+def test_open_store_without_create_refuses_a_missing_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(Settings(data_dir=tmp_path / "nothing"), create=False)
+    assert not (tmp_path / "nothing").exists()
+
+
+# -- commit_batch --------------------------------------------------------------------------------------
+
+
+def test_commit_inserts_and_reads_back_exactly(store: SQLiteStore) -> None:
+    records = varied_records()
+    result = store.commit_batch(records, [])
+    assert result.inserted == [r.envelope.message_id for r in records]
+    assert result.duplicates == [] and result.redelivered == []
+    assert result.committed_at is not None
+    for original in records:
+        got = store.get(original.envelope.message_id)
+        assert got is not None
+        assert got.committed_at == result.committed_at
+        assert got.model_copy(update={"committed_at": None}) == original
+    assert store.get("missing") is None
+
+
+def test_same_message_id_is_one_record_and_the_duplicate_is_counted(store: SQLiteStore) -> None:
+    store.commit_batch([make_record(1)], [])
+    same_text = make_record(1, entry_id="1700000000000-99")
+    other_text = make_record(1, entry_id="1700000000000-98", content="changed")
+    redelivery = make_record(1)
+    result = store.commit_batch([same_text, other_text, redelivery], [])
+    assert result.inserted == []
+    assert result.duplicates == ["m-000001", "m-000001"]
+    assert result.redelivered == ["m-000001"]
+    got = store.get("m-000001")
+    assert got is not None and got.envelope.content == "message number 1"  # the first one stays
+    assert store.read("SELECT entry_id, content_matches FROM duplicates ORDER BY id") == [
+        ("1700000000000-99", 1),
+        ("1700000000000-98", 0),
+    ]
+    counts = store.counts()
+    assert (counts.recorded, counts.duplicates, counts.redelivered) == (1, 2, 1)
+
+
+def test_duplicates_inside_one_batch_first_wins(store: SQLiteStore) -> None:
+    a = make_record(7, content="first")
+    b = make_record(7, content="second", entry_id="1700000000000-70")
+    again = make_record(7, content="first")
+    result = store.commit_batch([a, b, again], [])
+    assert result.inserted == ["m-000007"]
+    assert result.duplicates == ["m-000007"]
+    assert result.redelivered == ["m-000007"]
+    assert store.counts().recorded == 1
+
+
+def test_recommitting_a_whole_batch_is_idempotent(store: SQLiteStore) -> None:
+    batch = [make_record(i) for i in range(50)]
+    first = store.commit_batch(batch, [])
+    second = store.commit_batch(batch, [])
+    assert len(first.inserted) == 50
+    assert second.inserted == [] and len(second.redelivered) == 50
+    assert store.counts().recorded == 50
+    # The full-text index holds each record once.
+    assert store.read("SELECT count(*) FROM records_fts WHERE records_fts MATCH 'number'") == [(50,)]
+
+
+def test_fts_index_follows_commits(store: SQLiteStore) -> None:
+    store.commit_batch(
+        [make_record(1, content="the gradient exploded"), make_record(2, content="all fine")], []
+    )
+    store.commit_batch([make_record(3, content="Gradient clipping fixed it")], [])
+    rows = store.read(
+        "SELECT r.message_id FROM records_fts f JOIN records r ON r.id = f.rowid "
+        "WHERE records_fts MATCH 'gradient' ORDER BY r.message_id"
+    )
+    assert rows == [("m-000001",), ("m-000003",)]
+    # The external-content index agrees with its table (FTS5's own consistency check).
+    store.read("INSERT INTO records_fts (records_fts) VALUES ('integrity-check')")
+
+
+def test_commit_is_one_transaction(store: SQLiteStore) -> None:
+    good = make_record(1)
+    # A dead letter the database refuses (NOT NULL detail via a raw None) must take the records with it.
+    bad = make_dead_letter(1).model_copy(update={"detail": None})
+    with pytest.raises(StoreError):
+        store.commit_batch([good], [bad])
+    assert store.counts().recorded == 0
+    assert store.commit_batch([good], []).inserted == ["m-000001"]
+
+
+def test_imported_records_keep_their_commit_time(store: SQLiteStore) -> None:
+    old = make_record(1).model_copy(update={"committed_at": T0 + timedelta(minutes=5)})
+    store.commit_batch([old], [])
+    got = store.get("m-000001")
+    assert got is not None and got.committed_at == T0 + timedelta(minutes=5)
+
+
+# -- tags ------------------------------------------------------------------------------------------------
+
+
+def test_current_tags_are_the_latest_added_and_versions_are_kept(store: SQLiteStore) -> None:
+    store.commit_batch([make_record(1, tags=make_tags("E", version="rules-1"))], [])
+    store.add_tags("m-000001", make_tags("A", 90, 80, version="model-1"))
+    got = store.get("m-000001")
+    assert got is not None and got.tags is not None
+    assert (got.tags.tier, got.tags.tagger_version) == ("A", "model-1")
+    assert [t.tagger_version for t in store.tag_history("m-000001")] == ["rules-1", "model-1"]
+    # Re-adding an older version replaces it and makes it current again.
+    store.add_tags("m-000001", make_tags("C", version="rules-1"))
+    got = store.get("m-000001")
+    assert got is not None and got.tags is not None and got.tags.tier == "C"
+    assert [t.tagger_version for t in store.tag_history("m-000001")] == ["model-1", "rules-1"]
+    assert store.read("SELECT count(*) FROM tags WHERE message_id = 'm-000001' AND is_current = 1") == [(1,)]
+
+
+def test_add_tags_to_an_unknown_record_fails(store: SQLiteStore) -> None:
+    with pytest.raises(StoreError, match="no record"):
+        store.add_tags("nope", make_tags())
+
+
+def test_untagged_record_reads_back_without_tags(store: SQLiteStore) -> None:
+    store.commit_batch([make_record(1)], [])
+    got = store.get("m-000001")
+    assert got is not None and got.tags is None
+
+
+# -- dead letters ----------------------------------------------------------------------------------------
+
+
+def test_dead_letters_keep_the_original_bytes(store: SQLiteStore) -> None:
+    odd = {b"data": bytes(range(256)), b"\x00key": b"", b"k2": b"\xc3\x28"}
+    result = store.commit_batch([], [make_dead_letter(1), make_dead_letter(2, fields=odd)])
+    assert result.dead_letters == 2
+    newest, oldest = store.list_dead_letters()
+    assert newest.entry.fields == odd and list(newest.entry.fields) == list(odd)  # order kept too
+    assert oldest.entry == make_dead_letter(1)
+    assert store.get_dead_letter(newest.id) == newest
+    assert store.get_dead_letter(999) is None
+
+
+def test_dead_letter_replay_state_and_paging(store: SQLiteStore) -> None:
+    store.commit_batch([], [make_dead_letter(i) for i in range(5)])
+    ids = [d.id for d in store.list_dead_letters()]
+    assert ids == sorted(ids, reverse=True)
+    assert [d.id for d in store.list_dead_letters(limit=2, offset=1)] == ids[1:3]
+    when = utc_now()
+    store.mark_replayed(ids[0], when)
+    replayed = store.get_dead_letter(ids[0])
+    assert replayed is not None and replayed.replayed_at == when
+    assert ids[0] not in [d.id for d in store.list_dead_letters(include_replayed=False)]
+    with pytest.raises(StoreError):
+        store.mark_replayed(12345, when)
+
+
+def test_field_encoding_round_trip_and_garbage() -> None:
+    fields = {b"a": b"1", b"": b"\xff" * 3}
+    assert unpack_fields(pack_fields(fields)) == fields
+    assert unpack_fields(pack_fields({})) == {}
+    with pytest.raises(StoreError):
+        unpack_fields(b"\x02junk")
+    with pytest.raises(StoreError):
+        unpack_fields(pack_fields(fields)[:-2])
+
+
+# -- reads -----------------------------------------------------------------------------------------------
+
+
+def test_iter_records_orders_and_bounds_and_pages(store: SQLiteStore) -> None:
+    same_time = T0 + timedelta(hours=1)
+    records = [make_record(i) for i in range(30)]
+    records += [make_record(100 + i, message_id=f"z-{i}", created_at=same_time) for i in (2, 0, 1)]
+    store.commit_batch(list(reversed(records)), [])
+    got = [r.envelope.message_id for r in store.iter_records(batch_size=7)]
+    assert got == [f"m-{i:06d}" for i in range(30)] + ["z-0", "z-1", "z-2"]
+    window = list(store.iter_records(since=T0 + timedelta(seconds=5), until=T0 + timedelta(seconds=9)))
+    assert [r.envelope.message_id for r in window] == [f"m-{i:06d}" for i in range(5, 9)]
+
+
+def test_conversation_history(store: SQLiteStore) -> None:
+    store.commit_batch([make_record(i, conversation_id="c1" if i % 2 else "c2") for i in range(10)], [])
+    history = store.conversation_history("c1", before=T0 + timedelta(seconds=8), limit=2)
+    assert [r.envelope.message_id for r in history] == ["m-000005", "m-000007"]
+
+
+def test_counts_on_an_empty_store(store: SQLiteStore) -> None:
+    counts = store.counts()
+    assert (counts.recorded, counts.duplicates, counts.redelivered, counts.dead_letters) == (0, 0, 0, 0)
+    assert counts.last_commit_at is None
+
+
+def test_concurrent_commits_from_threads(store: SQLiteStore) -> None:
+    def work(k: int) -> None:
+        for b in range(5):
+            store.commit_batch([make_record(k * 1000 + b * 20 + i) for i in range(20)], [])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.counts().recorded == 400
+
+
+def test_a_second_process_connection_reads_while_writer_is_open(tmp_path: Path, store: SQLiteStore) -> None:
+    store.commit_batch([make_record(1)], [])
+    reader = SQLiteStore(tmp_path / "aced.sqlite3", readonly=True)
+    assert reader.counts().recorded == 1
+    store.commit_batch([make_record(2)], [])
+    assert reader.counts().recorded == 2
+    reader.close()
+
+
+def test_closed_store_refuses(store: SQLiteStore) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.counts()
+
+
+# -- unavailability --------------------------------------------------------------------------------------
+
+
+def test_locked_database_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "aced.sqlite3"
+    store = open_test_store(path, busy_timeout_ms=50)
+    store.commit_batch([make_record(1)], [])
+    other = _raw(path)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.commit_batch([make_record(2)], [])
+        with pytest.raises(StoreUnavailable):
+            store.check_writable()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.check_writable()
+    assert store.commit_batch([make_record(2)], []).inserted == ["m-000002"]
+    assert store.counts().recorded == 2
+    store.close()
+
+
+def test_vanished_directory_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "aced.sqlite3"
+    store = open_test_store(path, busy_timeout_ms=50)
+    store.commit_batch([make_record(1)], [])
+    # Force the connection to be reopened: a lock failure drops it.
+    other = _raw(path)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreUnavailable):
+        store.commit_batch([make_record(2)], [])
+    other.execute("ROLLBACK")
+    other.close()
+    # The data directory is moved away and a plain file sits in its place (an unmounted volume, say).
+    shutil.move(str(data), str(tmp_path / "moved"))
+    data.write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="unable to open"):
+        store.commit_batch([make_record(2)], [])
+    data.unlink()
+    shutil.move(str(tmp_path / "moved"), str(data))
+    assert store.commit_batch([make_record(2)], []).inserted == ["m-000002"]
+    assert store.counts().recorded == 2
+    store.close()
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_read_only_files_are_unavailable_then_recover(tmp_path: Path) -> None:
+    """chattr +i makes files unwritable even for root (tests run as root, which ignores chmod). The -shm
+    file is left alone: SQLite maps it into memory and an immutable mapping would crash the process."""
+    path = tmp_path / "aced.sqlite3"
+    store = open_test_store(path)
+    store.commit_batch([make_record(1)], [])
+    wal = Path(f"{path}-wal")
+    if not _chattr("+i", path, wal):
+        store.close()
+        pytest.skip("chattr +i is not supported here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.commit_batch([make_record(2)], [])
+        # Reopened, the file is still read-only: still unavailable, still nothing committed.
+        with pytest.raises(StoreUnavailable, match="readonly"):
+            store.commit_batch([make_record(2)], [])
+    finally:
+        _chattr("-i", path, wal)
+    assert store.commit_batch([make_record(2)], []).inserted == ["m-000002"]
+    assert store.counts().recorded == 2
+    store.close()
+
+
+def test_database_full_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    """``max_page_count`` caps the file the way a full disk does (SQLITE_FULL)."""
+    store = open_test_store(tmp_path / "aced.sqlite3")
+    store.commit_batch([make_record(1)], [])
+    (pages,) = store.read("PRAGMA page_count")[0]
+    store.read(f"PRAGMA max_page_count = {pages}")
+    big = [make_record(10 + i, content="x" * 5000) for i in range(50)]
+    with pytest.raises(StoreUnavailable, match="full"):
+        store.commit_batch(big, [])
+    # The connection was reopened (the cap is per connection): the store works again, nothing half-done.
+    assert store.counts().recorded == 1
+    assert len(store.commit_batch(big, []).inserted) == 50
+    store.close()
