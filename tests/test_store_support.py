@@ -14,15 +14,15 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def make_tags(
-    tier: str = "C", novelty: int = 30, emergence: int = 20, version: str = "test-1", **signals: int
+    tier: str = "C", novelty_score: int = 30, emergence: int = 20, version: str = "test-1", **signals: int
 ) -> Tags:
-    """Tags with the given tier, scores and signals (others 0)."""
+    """Tags with the given tier, scores and signals (others 0); ``novelty=`` sets the novelty *signal*."""
     return Tags(
         tier=tier,  # type: ignore[arg-type]
         tier_rule=f"rule-{tier}",
         tier_confidence=0.75,
         signals=Signals(**signals),
-        novelty=novelty,
+        novelty=novelty_score,
         emergence=emergence,
         tagger_version=version,
         evidence={"markers": [tier.lower()]},
