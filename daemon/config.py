@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     redis_username: str | None = Field(default=None, description="ACL user (overrides the URL's).")
     redis_password: SecretStr | None = Field(default=None, description="Password (overrides the URL's).")
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the server's certificate (rediss:// URLs)."
+    )
     redis_server_binary: Path | None = Field(
         default=None, description="redis-server for the embedded default; else the packaged one, else PATH."
     )

@@ -59,6 +59,10 @@ def _client_kwargs(settings: Settings, socket_timeout_s: float | None) -> dict[s
         kwargs["username"] = settings.redis_username
     if settings.redis_password is not None:
         kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_tls_ca_file is not None:
+        if not redis_url(settings).startswith("rediss://"):
+            raise RedisUnavailable("ACED_REDIS_TLS_CA_FILE is set but ACED_REDIS_URL is not a rediss:// URL")
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     return kwargs
 
 

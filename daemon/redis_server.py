@@ -135,18 +135,23 @@ class RedisServer:
         self.stop()
         raise RedisServerError(f"redis-server did not answer within {timeout_s:.0f}s")
 
-    def ping(self) -> bool:
-        """Whether the server answers right now."""
+    def ping(self, username: str | None = None, password: str | None = None) -> bool:
+        """Whether the server answers right now (a server that demands credentials we lack answers too)."""
         try:
-            client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+            client = redis.Redis.from_url(
+                self.url, username=username, password=password, socket_timeout=1, socket_connect_timeout=1
+            )
             try:
                 return bool(client.ping())
             finally:
                 client.close()
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+            return True
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return False
-        except redis.ResponseError:
-            return False  # e.g. LOADING while it replays the AOF
+        except redis.ResponseError as exc:
+            # NOAUTH: up, and wants a password. LOADING: still replaying its AOF, not ready yet.
+            return "NOAUTH" in str(exc)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server we started: SIGTERM (it fsyncs the AOF), then SIGKILL after ``timeout_s``."""
