@@ -1,0 +1,152 @@
+"""Evaluate the rules tagger against the hand-labelled set in tests/data/tagging/.
+
+    python bench/tagging_eval.py                 # dev and held-out, separately
+    python bench/tagging_eval.py --split dev --errors   # what the rules get wrong on dev (for tuning)
+
+Prints tier accuracy, Cohen's kappa, the tier confusion matrix and per-signal precision / recall / F1
+(a signal is present when its score is above SIGNAL_PRESENT_ABOVE), plus the macro F1 over the six signals.
+Baseline in the same run: the majority-tier guess (accuracy) and "no signal ever" (F1 = 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from daemon.tagging import RulesTagger
+from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Tags
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
+SPLITS = {"dev": DATA / "dev.jsonl", "heldout": DATA / "heldout.jsonl"}
+TIERS = ("A", "C", "E")
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """The labelled lines of one split, in file order."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
+    """Tag every line through RulesTagger.tag_batch, one conversation at a time, in order."""
+    tagger = RulesTagger(history=history)
+    messages = [
+        AgentMessage.model_validate({k: v for k, v in d.items() if k != "label"}, strict=False) for d in lines
+    ]
+    tags = tagger.tag_batch(messages)
+    if any(t is None for t in tags):
+        raise SystemExit("the tagger returned None for a labelled message")
+    return [t for t in tags if t is not None]
+
+
+def cohen_kappa(gold: list[str], pred: list[str]) -> float:
+    """Cohen's kappa between two labelings of the same items."""
+    n = len(gold)
+    observed = sum(g == p for g, p in zip(gold, pred, strict=True)) / n
+    gc, pc = Counter(gold), Counter(pred)
+    expected = sum(gc[k] * pc[k] for k in set(gold) | set(pred)) / (n * n)
+    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall, F1 (0 where undefined)."""
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def evaluate(lines: list[dict[str, Any]], tags: list[Tags]) -> dict[str, Any]:
+    """Metrics of ``tags`` against the lines' labels."""
+    gold = [d["label"]["tier"] for d in lines]
+    pred = [t.tier for t in tags]
+    acc = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
+    majority = Counter(gold).most_common(1)[0][1] / len(gold)
+    confusion = {g: {p: 0 for p in TIERS} for g in TIERS}
+    for g, p in zip(gold, pred, strict=True):
+        confusion[g][p] += 1
+    signals: dict[str, dict[str, float]] = {}
+    for name in SIGNAL_NAMES:
+        tp = fp = fn = 0
+        for d, t in zip(lines, tags, strict=True):
+            truth = name in d["label"]["signals"]
+            said = getattr(t.signals, name) > SIGNAL_PRESENT_ABOVE
+            tp += truth and said
+            fp += said and not truth
+            fn += truth and not said
+        p, r, f = prf(tp, fp, fn)
+        signals[name] = {"precision": p, "recall": r, "f1": f, "support": tp + fn}
+    macro = sum(s["f1"] for s in signals.values()) / len(signals)
+    return {
+        "n": len(lines),
+        "tier_accuracy": acc,
+        "kappa": cohen_kappa(gold, pred),
+        "majority_baseline": majority,
+        "confusion": confusion,
+        "signals": signals,
+        "macro_f1": macro,
+    }
+
+
+def report(name: str, m: dict[str, Any]) -> None:
+    """Print one split's metrics."""
+    print(f"== {name}: {m['n']} messages")
+    print(
+        f"tier accuracy {m['tier_accuracy']:.3f}  kappa {m['kappa']:.3f}  "
+        f"(baseline majority tier {m['majority_baseline']:.3f}, ratio {m['tier_accuracy'] / m['majority_baseline']:.2f}x)"
+    )
+    print(
+        "confusion (rows gold, cols predicted): "
+        + "  ".join(f"{g}: " + " ".join(f"{p}={m['confusion'][g][p]}" for p in TIERS) for g in TIERS)
+    )
+    print(f"{'signal':28} {'P':>6} {'R':>6} {'F1':>6} {'support':>8}")
+    for sig, s in m["signals"].items():
+        print(f"{sig:28} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} {s['support']:8d}")
+    print(f"macro signal F1 {m['macro_f1']:.3f}  (baseline 'no signal' 0.000)")
+
+
+def print_errors(lines: list[dict[str, Any]], tags: list[Tags]) -> None:
+    """Each wrong tier or signal, with the evidence that produced it."""
+    for d, t in zip(lines, tags, strict=True):
+        said = {n for n in SIGNAL_NAMES if getattr(t.signals, n) > SIGNAL_PRESENT_ABOVE}
+        truth = set(d["label"]["signals"])
+        if d["label"]["tier"] != t.tier or said != truth:
+            print(
+                f"--- {d['message_id']} gold {d['label']['tier']} {sorted(truth)}  got {t.tier} ({t.tier_rule}) "
+                f"{sorted(said)}"
+            )
+            print("   ", d["content"][:160].replace("\n", " "))
+            print("    votes", t.evidence["tier_votes"], "sig", t.signals.model_dump())
+            print("    markers", t.evidence["markers"], t.evidence["signals"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--split", choices=["dev", "heldout", "both"], default="both")
+    parser.add_argument("--errors", action="store_true", help="print every disagreement with its evidence")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    args = parser.parse_args(argv)
+    names = ["dev", "heldout"] if args.split == "both" else [args.split]
+    out = {}
+    for name in names:
+        lines = load(SPLITS[name])
+        tags = tag_lines(lines)
+        out[name] = evaluate(lines, tags)
+        if args.json:
+            continue
+        report(name, out[name])
+        if args.errors:
+            print_errors(lines, tags)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""The rules tagger: a pipeline of small pure steps, each testable alone.
+
+    extract (text.py) -> match markers (markers.py) -> term novelty -> tier -> six signals -> emergence
+
+Every step returns its result *and* the evidence for it, which ends up in ``Tags.tier_rule`` and
+``Tags.evidence`` so that a person can see why a message got its tags. The definitions the rules implement
+are in ``docs/ace_tiers.md`` and ``docs/emergence_signals.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import structlog
+
+from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessage
+from daemon.tagging.markers import DEFAULT_AGENT_NAMES, DEFAULT_INDEX, MarkerIndex
+from daemon.tagging.text import SCAN_CHARS, TextFeatures, extract
+from schemas import SIGNAL_NAMES, AgentMessage, Tags, Tier
+
+log = structlog.get_logger()
+
+#: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
+RULES_VERSION = "rules-1"
+
+Hits = dict[str, list[str]]
+
+
+class MessageContext(NamedTuple):
+    """Everything the tier and signal steps may read about one message."""
+
+    message_id: str
+    agent: str
+    reply_to: str | None
+    features: TextFeatures
+    hits: Hits
+    novelty: int  #: term novelty 0..100 against the conversation's history
+    history: Sequence[PastMessage]  #: earlier messages, oldest first (the live deque: do not keep it)
+    senders: frozenset[str] | set[str]  #: names of senders seen in the conversation
+
+
+class TierDecision(NamedTuple):
+    """The tier, the rule that decided it, how sure, and the votes behind it."""
+
+    tier: Tier
+    rule: str
+    confidence: float
+    votes: dict[str, float]
+
+
+class SignalScore(NamedTuple):
+    """One signal's 0..100 score and its evidence (empty when absent)."""
+
+    score: int
+    evidence: dict[str, Any]
+
+
+def _clamp(value: float) -> int:
+    return max(0, min(100, round(value)))
+
+
+# ---------------------------------------------------------------- novelty against history
+
+
+def term_novelty(features: TextFeatures, history: ConversationHistory) -> tuple[int, int, int]:
+    """(score, unseen terms, content terms): the share of the message's content terms that the last
+    messages of its conversation did not use, damped for messages too short to judge (under 8 terms)."""
+    terms = features.content_terms
+    if not terms:
+        return 0, 0, 0
+    unseen = history.unseen(terms)
+    share = unseen / len(terms)
+    damping = min(1.0, len(terms) / 8)
+    return _clamp(100 * share * damping), unseen, len(terms)
+
+
+# ---------------------------------------------------------------- tier
+
+_E_CODE_SHARE = 0.4  #: a message mostly made of code is execution, whatever its prose says
+
+
+def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
+    """The ACE tier of one message from its markers and shape.
+
+    Order of the rules, which is the ambiguity policy of ``docs/ace_tiers.md``:
+    1. mostly code or a table -> E;
+    2. a direction is proposed, chosen, asked for or ratified about a system-level subject -> A, even
+       when phrased as dialogue;
+    3. otherwise the larger of the execution and dialogue votes, execution winning ties when the
+       message carries concrete work (numbers, tasks, status).
+    """
+    n = {family: len(markers) for family, markers in hits.items()}
+    if features.code_share >= _E_CODE_SHARE:
+        return TierDecision("E", "E.code_block", 0.95, {"code_share": round(features.code_share, 2)})
+    if features.table_rows >= 3:
+        return TierDecision("E", "E.table", 0.9, {"table_rows": features.table_rows})
+
+    choice, system, ratify = n.get("a.choice", 0), n.get("a.system", 0), n.get("a.ratify", 0)
+    # A direction needs a subject: proposing or asking only counts when it is about a system-level thing;
+    # an explicit ratification ("Decision: ...") counts on its own.
+    a_vote = 4.0 * min(ratify, 2) + ((2.0 * choice + 1.0 * min(system, 3)) if choice and system else 0.0)
+    c_vote = (
+        1.5 * n.get("c.agree", 0)
+        + 1.5 * n.get("c.concern", 0)
+        + 1.0 * n.get("c.question", 0)
+        + 2.0 * n.get("c.reflection", 0)
+        + 1.0 * n.get("c.synthesis", 0)
+        + (1.0 if features.n_questions else 0.0)
+        # weighing options and talking about who is good at what is dialogue, not a deliverable
+        + 0.5 * min(n.get("s.tradeoff", 0), 4)
+        + 1.0 * min(n.get("s.strength", 0), 2)
+    )
+    e_vote = (
+        2.0 * n.get("e.status", 0)
+        + 1.5 * n.get("e.task", 0)
+        + 0.5 * min(n.get("e.spec", 0), 6)
+        + min(3.0, features.n_digits / 8)
+        + (2.0 if features.code_share > 0 else 0.0)
+    )
+    votes = {"A": a_vote, "C": c_vote, "E": e_vote}
+    if a_vote >= 4.0 and a_vote >= max(c_vote, e_vote) - 1.0:
+        tier: Tier = "A"
+        rule = "A.direction_on_system" if features.n_questions == 0 else "A.direction_question"
+    elif e_vote >= c_vote and e_vote > 0:
+        tier, rule = "E", "E.concrete_work"
+    elif c_vote > 0:
+        tier, rule = "C", "C.dialogue"
+    else:
+        tier, rule = "C", "C.default_no_markers"
+    ranked = sorted(votes.values(), reverse=True)
+    margin = ranked[0] - ranked[1]
+    confidence = 0.4 if ranked[0] == 0 else min(0.95, 0.5 + 0.08 * margin)
+    return TierDecision(tier, rule, round(confidence, 2), {k: round(v, 2) for k, v in votes.items()})
+
+
+# ---------------------------------------------------------------- signals
+
+
+def score_novelty(ctx: MessageContext) -> SignalScore:
+    """Novelty: a new idea, angle or approach. Idea markers say an approach is put forward; the share of
+    terms unseen in the conversation says whether it is new to it."""
+    strong = ctx.hits.get("s.idea", [])
+    weak = ctx.hits.get("s.idea_weak", [])
+    if not strong and not weak:
+        return SignalScore(_clamp(min(30, ctx.novelty * 0.3)), {})
+    score = 30 * min(len(strong), 2) + 12 * min(len(weak), 3) + ctx.novelty * 0.3
+    return SignalScore(_clamp(score), {"markers": strong + weak, "term_novelty": ctx.novelty})
+
+
+def score_solution_quality(ctx: MessageContext) -> SignalScore:
+    """Solution quality: a proposal (or a recommendation) that weighs trade-offs, risks or fallbacks."""
+    trade = ctx.hits.get("s.tradeoff", [])
+    proposal = ctx.hits.get("s.proposal", [])
+    if not trade:
+        return SignalScore(0, {})
+    score = 18 * min(len(trade), 4) + (12 if proposal else 0)
+    return SignalScore(_clamp(score), {"tradeoff": trade, "proposal": proposal})
+
+
+def score_assumption_challenge(ctx: MessageContext) -> SignalScore:
+    """Assumption challenge: questions the premise (do we need it at all? the right metric?)."""
+    strong = ctx.hits.get("s.challenge", [])
+    weak = ctx.hits.get("s.challenge_weak", [])
+    if not strong and not weak:
+        return SignalScore(0, {})
+    # a weak marker ("at all", "why not") alone is often rhetoric; it needs company or a question
+    score = 45 * min(len(strong), 2) + 25 * min(len(weak), 2) + (10 if ctx.features.n_questions else 0)
+    return SignalScore(_clamp(score), {"markers": strong + weak})
+
+
+_STRONG_CORRECTION = frozenset(
+    {
+        "correction", "bug", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
+        "needs a fix", "doesn't hold", "mixed up", "i mixed up", "didn't add up", "i claimed",
+        "that's not right", "i don't think that's right", "correction to my", "i was wrong", "would lose",
+    }
+)  # fmt: skip
+
+
+def _corrected_message(ctx: MessageContext, self_correction: bool) -> str | None:
+    """Which earlier message is corrected: the sender's own latest one for a self-correction, else the one
+    replied to, else the recent message sharing most content terms with this one."""
+    history = ctx.history
+    if not history:
+        return None
+    if self_correction:
+        for past in reversed(history):
+            if past.agent == ctx.agent:
+                return past.message_id
+    ids = {p.message_id for p in history}
+    if ctx.reply_to and ctx.reply_to in ids:
+        return ctx.reply_to
+    terms = ctx.features.content_terms
+    recent = list(history)[-6:]
+    best = max(reversed(recent), key=lambda p: len(p.terms & terms))
+    return best.message_id
+
+
+def score_error_correction(ctx: MessageContext) -> SignalScore:
+    """Error correction: names a flaw in an earlier claim, plan or code and says what is right."""
+    markers = ctx.hits.get("s.correction", [])
+    if not markers:
+        return SignalScore(0, {})
+    strong = sum(1 for m in markers if m in _STRONG_CORRECTION)
+    score = 25 * (len(markers) - strong) + 45 * strong
+    self_correction = bool(ctx.hits.get("s.self_correction"))
+    evidence: dict[str, Any] = {"markers": markers}
+    if score > 40:
+        evidence["corrects"] = _corrected_message(ctx, self_correction)
+        evidence["self"] = self_correction
+    return SignalScore(_clamp(score), evidence)
+
+
+def score_cross_domain(ctx: MessageContext) -> SignalScore:
+    """Cross-domain synthesis: a technique from a named field carried into ours ("borrow from audio")."""
+    fields = ctx.hits.get("s.field", [])
+    bridges = ctx.hits.get("s.bridge", [])
+    if not fields:
+        return SignalScore(0, {})
+    score = 25 * min(len(fields), 2) + 25 * min(len(bridges), 2)
+    return SignalScore(_clamp(score), {"fields": fields, "bridges": bridges})
+
+
+def score_specialization(ctx: MessageContext) -> SignalScore:
+    """Specialization recognition: strengths or roles attributed to named agents, or work divided by them."""
+    strengths = ctx.hits.get("s.strength", [])
+    if not strengths:
+        return SignalScore(0, {})
+    known = DEFAULT_AGENT_NAMES | ctx.senders
+    tokens = ctx.features.token_set
+    # "Claude's specs" names Claude too
+    names = sorted((tokens & known) | {n for n in known if n + "'s" in tokens})
+    score = 25 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
+    return SignalScore(_clamp(score), {"markers": strengths, "agents": names})
+
+
+#: The signal steps, in the order of ``SIGNAL_NAMES``.
+SIGNAL_STEPS: dict[str, Callable[[MessageContext], SignalScore]] = {
+    "novelty": score_novelty,
+    "solution_quality": score_solution_quality,
+    "assumption_challenge": score_assumption_challenge,
+    "error_correction": score_error_correction,
+    "cross_domain_synthesis": score_cross_domain,
+    "specialization_recognition": score_specialization,
+}
+if tuple(SIGNAL_STEPS) != SIGNAL_NAMES:  # pragma: no cover - guards the contract at import time
+    raise RuntimeError("SIGNAL_STEPS must follow schemas.SIGNAL_NAMES")
+
+
+def emergence(scores: Iterable[int]) -> int:
+    """A message's emergence: its strongest signal plus a quarter of each other signal that is at least
+    weak (> 20), capped at 100. One very strong signal is very strong emergence; several moderate signals
+    together count more than one."""
+    ordered = sorted(scores, reverse=True)
+    if not ordered:
+        return 0
+    return _clamp(ordered[0] + 0.25 * sum(s for s in ordered[1:] if s > 20))
+
+
+def aggregate_emergence(message_scores: Iterable[int]) -> dict[str, float]:
+    """A conversation's or a day's emergence from its messages' emergence scores.
+
+    Returns ``{"mean": ..., "share_present": ..., "messages": n}``: the mean score (so long conversations
+    are not favoured) and the share of messages whose emergence is above 40 (signal present).
+    """
+    values = list(message_scores)
+    if not values:
+        return {"mean": 0.0, "share_present": 0.0, "messages": 0}
+    present = sum(1 for v in values if v > 40)
+    return {
+        "mean": round(sum(values) / len(values), 1),
+        "share_present": round(present / len(values), 3),
+        "messages": len(values),
+    }
+
+
+# ---------------------------------------------------------------- the tagger
+
+
+class RulesTagger:
+    """Deterministic rules tagger (implements :class:`daemon.tagging.base.Tagger`).
+
+    Keeps, per conversation, at most ``history`` earlier messages and an LRU of at most
+    ``max_conversations`` conversations. Never reads ``sender_tags``.
+    """
+
+    version = RULES_VERSION
+
+    def __init__(
+        self,
+        history: int = 20,
+        max_conversations: int = 10_000,
+        index: MarkerIndex = DEFAULT_INDEX,
+    ) -> None:
+        """``history``: earlier messages remembered per conversation; ``max_conversations``: LRU bound on
+        conversations held in memory; ``index``: the compiled marker lexicons."""
+        self._cache = HistoryCache(history, max_conversations)
+        self._index = index
+
+    @property
+    def conversations_held(self) -> int:
+        """How many conversations are in memory (at most ``max_conversations``)."""
+        return len(self._cache)
+
+    def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
+        """Forget what is held for ``conversation_id`` and load ``history`` (oldest first) instead."""
+        hist = self._cache.reset(conversation_id)
+        for message in history[-hist.max_messages :] if hist.max_messages else ():
+            features = extract(message.content)
+            hist.add(PastMessage(message.message_id, message.agent, features.content_terms))
+
+    def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
+        """Tag ``messages`` in order; a message that cannot be tagged gets ``None`` and a log line."""
+        out: list[Tags | None] = []
+        for message in messages:
+            try:
+                out.append(self.tag_one(message))
+            except Exception as exc:  # the ingest path must never fail because of one odd message
+                log.warning(
+                    "tagging_failed", message_id=message.message_id, error=f"{type(exc).__name__}: {exc}"
+                )
+                out.append(None)
+        return out
+
+    def tag_one(self, message: AgentMessage) -> Tags:
+        """Tag one message against its conversation's history, then add it to that history."""
+        return self.tag_text(
+            content=message.content,
+            conversation_id=message.conversation_id,
+            message_id=message.message_id,
+            agent=message.agent,
+            reply_to=message.reply_to,
+        )
+
+    def tag_text(
+        self, content: str, conversation_id: str, message_id: str, agent: str, reply_to: str | None = None
+    ) -> Tags:
+        """Tag raw fields (what ``aced tag`` reads) and remember the message in its conversation."""
+        hist = self._cache.get(conversation_id)
+        features = extract(content)
+        hits = self._index.match(features)
+        novelty, unseen, n_terms = term_novelty(features, hist)
+        ctx = MessageContext(
+            message_id=message_id,
+            agent=agent,
+            reply_to=reply_to,
+            features=features,
+            hits=hits,
+            novelty=novelty,
+            history=hist.messages,
+            senders=hist.agents,
+        )
+        decision = classify_tier(features, hits)
+        scores: dict[str, int] = {}
+        signal_evidence: dict[str, Any] = {}
+        for name, step in SIGNAL_STEPS.items():
+            result = step(ctx)
+            scores[name] = result.score
+            if result.score > 20:
+                signal_evidence[name] = result.evidence
+        evidence: dict[str, Any] = {
+            "tier_votes": decision.votes,
+            "markers": hits,
+            "signals": signal_evidence,
+            "novelty": {"unseen_terms": unseen, "terms": n_terms, "history": len(ctx.history)},
+        }
+        if features.quoted_lines:
+            evidence["quoted_lines_ignored"] = features.quoted_lines
+        if features.truncated:
+            evidence["scanned_chars"] = SCAN_CHARS
+        hist.add(PastMessage(message_id, agent, features.content_terms))
+        return Tags.model_validate(
+            {
+                "tier": decision.tier,
+                "tier_rule": decision.rule,
+                "tier_confidence": decision.confidence,
+                "signals": scores,
+                "novelty": novelty,
+                "emergence": emergence(scores.values()),
+                "tagger_version": self.version,
+                "evidence": evidence,
+            }
+        )

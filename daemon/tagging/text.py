@@ -1,0 +1,106 @@
+"""Step 1 of the rules pipeline: turn a message's content into the features every later step reads.
+
+Everything here is a pure function of the content. The cost is bounded whatever the message: only the first
+:data:`SCAN_CHARS` characters are read, because a 256 KiB pasted log would otherwise dominate the batch, and
+the act of a message is decided by its opening paragraphs anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+#: Only this many characters of a message are scanned for markers and novelty.
+SCAN_CHARS = 16 * 1024
+
+#: Words: a letter (any script) followed by letters, digits, underscores or apostrophes. Matching whole
+#: tokens, never substrings, is what keeps "ui" from matching inside "required".
+_WORD_RE = re.compile(r"[^\W\d_][\w']*")
+#: The same for pure-ASCII text, about twice as fast; most messages take this path.
+_ASCII_WORD_RE = re.compile(r"[a-z][a-z0-9_']*")
+
+#: Fenced code blocks; an unclosed fence runs to the end of the message.
+_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+#: Lines quoting another message (markdown ``>``): their words are someone else's, so they do not count.
+_QUOTE_RE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+#: Markdown table rows.
+_TABLE_RE = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)
+
+#: Words too common to say anything about novelty.
+STOPWORDS = frozenset(
+    """
+    the and for that this with are was were you your yours our ours they them their there then than what
+    when where which who whom why how not but all any can could would should will shall may might must
+    have has had having been being does did doing done from into onto over under about after before
+    again once here just also only very too more most some such own same other each both few nor off out
+    its it's i'm i'd i'll i've we're we'd we'll we've you're you'd you'll that's there's let's don't
+    doesn't didn't isn't aren't wasn't won't can't couldn't shouldn't wouldn't one two get got make
+    made use used using like well still even now yes okay think see way thing things lot much many
+    am an as at be by do go he if in is it me my no of oh ok on or so to up us we
+    """.split()
+    # single letters: "it/s", "3e-4" and initials split into them
+    + list("abcdefghijklmnopqrstuvwxyz")
+)
+
+
+class TextFeatures(NamedTuple):
+    """What the later pipeline steps read about one message's text (a NamedTuple: cheap to build)."""
+
+    tokens: tuple[str, ...]  #: lower-cased word tokens of the prose (code and quoted lines removed)
+    token_set: frozenset[str]
+    joined: str  #: " tok1 tok2 ... " so that phrases match on word boundaries with ``in``
+    content_terms: frozenset[str]  #: tokens that are not stopwords (nor single letters)
+    n_chars: int  #: length of the full content
+    n_digits: int  #: digits in the prose: figures, versions, sizes, times
+    n_questions: int  #: question marks in the prose
+    code_share: float  #: share of scanned characters inside fenced code blocks
+    table_rows: int  #: markdown table rows
+    quoted_lines: int  #: lines quoting another message
+    truncated: bool  #: content was longer than SCAN_CHARS
+
+
+def extract(content: str) -> TextFeatures:
+    """Normalise and tokenise ``content`` (any size, any script) into :class:`TextFeatures`."""
+    text = content[:SCAN_CHARS]
+    scanned = len(text)
+    code_chars = 0
+    if "```" in text:
+        code_chars = sum(len(m) for m in _FENCE_RE.findall(text))
+        text = _FENCE_RE.sub(" ", text)
+    quoted = 0
+    if ">" in text:
+        quoted = len(_QUOTE_RE.findall(text))
+        if quoted:
+            text = _QUOTE_RE.sub(" ", text)
+    table_rows = len(_TABLE_RE.findall(text)) if "|" in text else 0
+    lower = text.lower()
+    if lower.isascii():
+        tokens = tuple(_ASCII_WORD_RE.findall(lower))
+    else:
+        lower = lower.replace("\u2019", "'")
+        tokens = tuple(_WORD_RE.findall(lower))
+    token_set = frozenset(tokens)
+    return TextFeatures(
+        tokens=tokens,
+        token_set=token_set,
+        joined=" " + " ".join(tokens) + " ",
+        content_terms=token_set - STOPWORDS,
+        n_chars=len(content),
+        n_digits=_count_digits(lower),
+        n_questions=lower.count("?"),
+        code_share=code_chars / scanned if scanned else 0.0,
+        table_rows=table_rows,
+        quoted_lines=quoted,
+        truncated=len(content) > SCAN_CHARS,
+    )
+
+
+def _count_digits(text: str) -> int:
+    # ten C-level counts are cheaper than a regex or a loop over characters
+    c = text.count
+    return c("0") + c("1") + c("2") + c("3") + c("4") + c("5") + c("6") + c("7") + c("8") + c("9")
+
+
+def tokenize(text: str) -> tuple[str, ...]:
+    """The same word tokens :func:`extract` produces, for marker phrases and tests."""
+    return tuple(_WORD_RE.findall(text.lower().replace("\u2019", "'")))
