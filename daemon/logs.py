@@ -9,6 +9,13 @@ from typing import Literal
 import structlog
 
 
+class _CurrentStderr:
+    """Logger factory that writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", stream: object = None
 ) -> None:
@@ -28,7 +35,9 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        logger_factory=(
+            _CurrentStderr() if stream is None else structlog.PrintLoggerFactory(file=out)  # type: ignore[arg-type]
+        ),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=out)  # type: ignore[arg-type]

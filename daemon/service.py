@@ -205,4 +205,9 @@ class Daemon:
 
 def run_daemon(settings: Settings, burst: bool = False) -> int:
     """Run the daemon in this process until it stops; returns the exit code."""
+    if not structlog.is_configured():
+        # Logs go to stderr, never stdout, where CLI commands print their results.
+        from daemon.logs import configure_logging
+
+        configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(Daemon(settings).run(burst=burst))
