@@ -69,6 +69,9 @@ class SDFNet(nn.Module):
             c = out
         self.decoder = nn.Sequential(*layers)
         self.head = nn.Conv3d(c, 1, kernel_size=1)
+        # Zero-initialised head: an untrained model predicts exactly the prior, not the prior plus noise.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
         self.register_buffer("prior", torch.zeros(args.grid, args.grid, args.grid))
 
     def set_prior(self, grid: torch.Tensor) -> None:
