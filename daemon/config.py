@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     retention_s: float = Field(
         default=7 * 86400.0, ge=0, description="Trim committed+acked entries older than this; 0 never trims."
     )
+    forget_consumer_idle_s: float = Field(
+        default=86400.0, gt=0, description="Remove other consumers idle this long that hold nothing."
+    )
     max_content_bytes: int = Field(default=256 * 1024, ge=1, le=64 * 1024 * 1024)
     max_entry_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Entries larger than this are dead-lettered unread."

@@ -242,6 +242,11 @@ class Recorder:
                 removed = await self.ops.trim(stream, int(self.settings.retention_s * 1000))
                 if removed:
                     log.info("trimmed", stream=stream, removed=removed)
+            gone = await self.ops.forget_idle_consumers(
+                stream, int(self.settings.forget_consumer_idle_s * 1000)
+            )
+            if gone:
+                log.info("forgot_idle_consumers", stream=stream, consumers=gone)
 
     # ------------------------------------------------------------------ committing
     async def _committer(self) -> None:

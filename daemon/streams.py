@@ -43,6 +43,14 @@ def next_id(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
+_FORGET_IF_EMPTY = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class PendingInfo:
     """One pending entry as XPENDING reports it."""
@@ -167,6 +175,21 @@ class StreamOps:
             for e in entries:
                 e.delivery_count = counts.get(e.entry_id, 1)
         return entries, deleted, cursor
+
+    async def forget_idle_consumers(self, stream: str, idle_ms: int) -> list[str]:
+        """XGROUP DELCONSUMER every other consumer that holds nothing and was idle longer than ``idle_ms``
+        (daemons that exited; each restart with a new name leaves one behind). Returns their names."""
+        removed = []
+        for consumer in await self.client.xinfo_consumers(stream, CONSUMER_GROUP):
+            name = _s(consumer["name"])
+            if name == self.consumer or int(consumer["pending"]) > 0 or int(consumer["idle"]) <= idle_ms:
+                continue
+            # DELCONSUMER drops a consumer's pending entries from the PEL, so the check that it has none
+            # and the delete happen atomically, in one script.
+            result = await self.client.eval(_FORGET_IF_EMPTY, 1, stream, CONSUMER_GROUP, name)
+            if int(result) == 0:
+                removed.append(name)
+        return removed
 
     async def ack(self, acks: dict[str, list[str]]) -> None:
         """XACK many ids on many streams in one round trip."""

@@ -361,3 +361,37 @@ def test_store_unwritable_then_writable_acks_nothing_meanwhile_and_loses_nothing
 
     asyncio.run(go())
     assert sorted(recorded_ids(settings)) == sorted(m.message_id for m in first + second)
+
+
+def test_janitor_forgets_idle_consumers_that_hold_nothing_but_never_one_that_holds_entries(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    from daemon.redis_conn import async_client
+    from daemon.streams import StreamOps
+
+    stream = keys.agent_stream("claude")
+    redis_client.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    publish(redis_client, keys, make_messages("claude", 2))
+    redis_client.xreadgroup(CONSUMER_GROUP, "holds-one", {stream: ">"}, count=1)  # never acks
+    redis_client.xreadgroup(CONSUMER_GROUP, "exited-cleanly", {stream: ">"}, count=1)
+    [[_, [(entry_id, _)]]] = redis_client.xreadgroup(CONSUMER_GROUP, "exited-cleanly", {stream: "0"})  # type: ignore[misc]
+    redis_client.xack(stream, CONSUMER_GROUP, entry_id)
+
+    async def forget() -> list[str]:
+        client = async_client(make_settings())
+        try:
+            return await StreamOps(client, keys, "me").forget_idle_consumers(stream, idle_ms=0)
+        finally:
+            await client.aclose()
+
+    from tests.helpers import wait_until
+
+    wait_until(
+        lambda: all(int(c["idle"]) > 0 for c in redis_client.xinfo_consumers(stream, CONSUMER_GROUP)),
+        timeout_s=5,
+        what="both consumers idle for at least a millisecond",
+    )
+    assert asyncio.run(forget()) == ["exited-cleanly"]
+    names = {c["name"].decode() for c in redis_client.xinfo_consumers(stream, CONSUMER_GROUP)}
+    assert names == {"holds-one"}
+    assert group_pending(redis_client, stream) == 1
