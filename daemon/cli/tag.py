@@ -1,0 +1,105 @@
+"""``aced tag``: tag JSON lines from stdin with the rules tagger, offline (no Redis, no store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+
+from daemon.tagging import RulesTagger
+
+_HELP = """\
+Reads JSON lines from stdin: each an envelope, or at least {"agent", "conversation_id", "content"}
+("message_id" and "reply_to" are used when present). Lines of one conversation are its history, in input
+order. Writes one JSON object per input line, in order, with "tier" (A, C or E), "signals" (the six
+emergence signals, 0..100), "novelty", "emergence", "tier_rule", "tier_confidence", "evidence" and
+"tagger_version".
+
+A malformed line (not JSON, not an object, a required field missing or not text) gets one
+{"error": "..."} object on its output line and does not stop the rest; the exit status is then 1.
+"""
+
+
+def register(sub: Any) -> None:
+    """Add ``aced tag``."""
+    parser = sub.add_parser(
+        "tag",
+        help="tag JSON lines from stdin (offline): tier, signals, novelty, emergence",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=20,
+        metavar="N",
+        help="earlier messages per conversation the tagger remembers (default 20)",
+    )
+    parser.add_argument("--no-evidence", action="store_true", help="leave out the evidence object")
+    parser.set_defaults(func=_run)
+
+
+def _fields(line: bytes) -> tuple[str, str, str, str | None, str | None]:
+    """(content, conversation_id, agent, message_id, reply_to) of one input line, or ValueError."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    out: list[str] = []
+    for key in ("content", "conversation_id", "agent"):
+        value = data.get(key)
+        if not isinstance(value, str):
+            raise ValueError(f"{key!r} is missing or not a string")
+        out.append(value)
+    if not out[1].strip():
+        raise ValueError("'conversation_id' is empty")
+    optional: list[str | None] = []
+    for key in ("message_id", "reply_to"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key!r} is not a string")
+        optional.append(value)
+    return out[0], out[1], out[2], optional[0], optional[1]
+
+
+def tag_stream(source: BinaryIO, sink: BinaryIO, history: int = 20, evidence: bool = True) -> int:
+    """Tag every line of ``source`` into ``sink``; return how many lines were malformed."""
+    tagger = RulesTagger(history=history)
+    errors = 0
+    for number, raw in enumerate(source, start=1):
+        line = raw.strip()
+        try:
+            if not line:
+                raise ValueError("empty line")
+            content, conversation_id, agent, message_id, reply_to = _fields(line)
+            tags = tagger.tag_text(
+                content=content,
+                conversation_id=conversation_id,
+                message_id=message_id or f"line-{number}",
+                agent=agent,
+                reply_to=reply_to,
+            )
+            out: dict[str, Any] = {"message_id": message_id} if message_id else {"line": number}
+            out.update(tags.model_dump(mode="json", exclude=None if evidence else {"evidence"}))
+        except ValueError as exc:
+            errors += 1
+            out = {"error": f"line {number}: {exc}"}
+        sink.write(orjson.dumps(out) + b"\n")
+    sink.flush()
+    return errors
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.cli._common import CliError
+
+    if args.history < 0:
+        raise CliError("--history must be >= 0")
+    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, args.history, not args.no_evidence)
+    if errors:
+        print(f"aced tag: {errors} malformed line(s), see the error objects in the output", file=sys.stderr)
+        return 1
+    return 0
