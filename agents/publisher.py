@@ -9,6 +9,7 @@ the daemon deduplicates on ``message_id``, a retry that reaches Redis twice is r
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -68,6 +69,22 @@ def build_message(
     )
 
 
+def _entry(
+    message: AgentMessage, keys: StreamKeys, max_content_bytes: int | None
+) -> tuple[str, dict[str, bytes]]:
+    """The stream and fields for ``message``, after validating the wire bytes as the daemon will.
+
+    An ``AgentMessage`` can exist without having passed validation (``model_construct``, or
+    ``model_copy(update=...)``); this keeps such a message out of the stream. ``max_content_bytes`` None
+    leaves the content size to the daemon's own (configurable) limit. Raises ``pydantic.ValidationError``
+    before anything is written.
+    """
+    wire = message.to_wire()
+    limit = sys.maxsize if max_content_bytes is None else max_content_bytes
+    AgentMessage.model_validate_json(wire, context={"max_content_bytes": limit})
+    return keys.agent_stream(message.agent), {DATA_FIELD: wire}
+
+
 class _Retry:
     """Backoff schedule shared by both publishers: ``attempts`` tries, delays doubling from ``first_s``."""
 
@@ -93,15 +110,20 @@ class Publisher:
         attempts: int = 6,
         first_backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
+        max_content_bytes: int | None = None,
     ) -> None:
         self._client = client
         self._keys = keys or StreamKeys()
         self._retry = _Retry(attempts, first_backoff_s, max_backoff_s)
+        self._max_content_bytes = max_content_bytes
 
     async def publish(self, message: AgentMessage) -> str:
-        """XADD the envelope to its agent's stream; return the stream entry id."""
-        stream = self._keys.agent_stream(message.agent)
-        fields = {DATA_FIELD: message.to_wire()}
+        """Validate the envelope, XADD it to its agent's stream and return the stream entry id.
+
+        Raises ``pydantic.ValidationError`` (nothing written) for an invalid envelope, and
+        :class:`PublishError` when every attempt failed to reach Redis.
+        """
+        stream, fields = _entry(message, self._keys, self._max_content_bytes)
         last: BaseException | None = None
         for delay in [*self._retry.delays(), None]:
             try:
@@ -126,15 +148,20 @@ class SyncPublisher:
         attempts: int = 6,
         first_backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
+        max_content_bytes: int | None = None,
     ) -> None:
         self._client = client
         self._keys = keys or StreamKeys()
         self._retry = _Retry(attempts, first_backoff_s, max_backoff_s)
+        self._max_content_bytes = max_content_bytes
 
     def publish(self, message: AgentMessage) -> str:
-        """XADD the envelope to its agent's stream; return the stream entry id."""
-        stream = self._keys.agent_stream(message.agent)
-        fields = {DATA_FIELD: message.to_wire()}
+        """Validate the envelope, XADD it to its agent's stream and return the stream entry id.
+
+        Raises ``pydantic.ValidationError`` (nothing written) for an invalid envelope, and
+        :class:`PublishError` when every attempt failed to reach Redis.
+        """
+        stream, fields = _entry(message, self._keys, self._max_content_bytes)
         last: BaseException | None = None
         for delay in [*self._retry.delays(), None]:
             try:
