@@ -153,11 +153,18 @@ def unpack_fields(blob: bytes) -> dict[bytes, bytes]:
     return out
 
 
-def _record_row(record: Record, committed_at: datetime) -> tuple[Any, ...]:
+def _record_row(record: Record, committed_at: datetime, iso: dict[datetime, str]) -> tuple[Any, ...]:
     env = record.envelope
     # An imported record keeps the commit time it was first recorded with, so export -> import -> export
     # is byte-identical; a new record gets this transaction's time.
     committed = record.committed_at or committed_at
+    # received_at and committed_at are mostly shared by a whole batch: format each distinct value once.
+    received_iso = iso.get(record.received_at)
+    if received_iso is None:
+        received_iso = iso[record.received_at] = to_iso(record.received_at)
+    committed_iso = iso.get(committed)
+    if committed_iso is None:
+        committed_iso = iso[committed] = to_iso(committed)
     return (
         env.message_id,
         env.agent,
@@ -173,8 +180,8 @@ def _record_row(record: Record, committed_at: datetime) -> tuple[Any, ...]:
         env.schema_version,
         record.stream,
         record.entry_id,
-        to_iso(record.received_at),
-        to_iso(committed),
+        received_iso,
+        committed_iso,
         to_us(committed),
         record.delivery_count,
         record.content_sha256,
@@ -482,6 +489,7 @@ class SQLiteStore:
         now_iso: str,
     ) -> CommitResult:
         now_us = to_us(now)
+        iso_cache: dict[datetime, str] = {}
         inserted: list[str] = []
         duplicates: list[str] = []
         redelivered: list[str] = []
@@ -508,7 +516,7 @@ class SQLiteStore:
             if seen is None:
                 known[mid] = (record.stream, record.entry_id, record.content_sha256)
                 inserted.append(mid)
-                new_rows.append(_record_row(record, now))
+                new_rows.append(_record_row(record, now, iso_cache))
                 if record.tags is not None:
                     tag_rows.append(_tags_row(mid, record.tags, now_us))
             elif seen[0] == record.stream and seen[1] == record.entry_id:
