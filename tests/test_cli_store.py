@@ -120,17 +120,17 @@ def test_export_finetune_hands_records_to_the_writer(
 ) -> None:
     seen: dict[str, object] = {}
 
-    def write_finetune(records: object, out_dir: Path) -> str:
+    def write_finetune(records: object, out_dir: Path) -> dict[str, object]:
         seen["ids"] = [r.envelope.message_id for r in records]  # type: ignore[attr-defined]
         seen["out"] = out_dir
-        return f"wrote {out_dir}"
+        return {"train": 7, "path": out_dir / "train.jsonl"}
 
     fake = types.ModuleType("daemon.tagging.finetune")
     fake.write_finetune = write_finetune  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "daemon.tagging.finetune", fake)
     assert main(["export", "--format", "finetune", "--out", str(tmp_path / "ft")]) == 0
     assert seen["out"] == tmp_path / "ft" and len(seen["ids"]) == 7  # type: ignore[arg-type]
-    assert "wrote" in capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out) == {"train": 7, "path": str(tmp_path / "ft" / "train.jsonl")}
 
 
 def test_query_table_json_and_filters(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,3 +208,12 @@ def test_import_then_export_as_real_processes(tmp_path: Path) -> None:
     ids = [json.loads(line)["message_id"] for line in exported.stdout.splitlines()]
     assert sorted(ids) == sorted(["leg-001", "leg-002", "leg-005", "4242", "leg-012", "leg-013"])
     assert "🌍".encode() in exported.stdout
+
+
+def test_export_finetune_with_the_real_writer(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("daemon.tagging.finetune")
+    assert main(["export", "--format", "finetune", "--out", str(tmp_path / "ft")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "ft" / "train.jsonl").exists() or (tmp_path / "ft" / "val.jsonl").exists()

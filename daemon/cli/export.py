@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from daemon.cli._common import CliError, settings_from
 from daemon.cli.query import open_readable_store, parse_time
 
@@ -55,8 +57,8 @@ def _export(args: argparse.Namespace) -> int:
             from daemon.tagging.finetune import write_finetune
 
             result = write_finetune(store.iter_records(since=args.since, until=args.until), Path(args.out))
-            if result is not None:
-                print(result)
+            # The writer reports counts and paths; default=str turns the paths into text.
+            sys.stdout.buffer.write(orjson.dumps(result, default=str) + b"\n")
     except StoreError as exc:
         raise CliError(str(exc), exit_code=1) from None
     except OSError as exc:
