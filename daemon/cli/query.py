@@ -169,7 +169,7 @@ def _print_records(records: list[Record], as_json: bool) -> None:
             f"{env.created_at.strftime('%Y-%m-%d %H:%M:%S'):<19}  {_short(env.agent, 16):<16} "
             f"{tier:^4} {nov:>3} {emg:>3}  {_short(env.conversation_id, 16):<16} {_short(env.content, 60)}"
         )
-    print(f"({len(records)} records)")
+    print(f"({len(records)} record{'' if len(records) == 1 else 's'})")
 
 
 def _print_stats(result: dict[str, Any], as_json: bool) -> None:
@@ -210,4 +210,4 @@ def _print_decisions(found: list[Decision], as_json: bool) -> None:
         print(f"    agree {tally['agree']}, disagree {tally['disagree']}, neutral {tally['neutral']}")
         for reply in decision.replies:
             print(f"    {reply.stance:<8} {reply.agent}: {_short(reply.content, 60)}")
-    print(f"({len(found)} decisions)")
+    print(f"({len(found)} decision{'' if len(found) == 1 else 's'})")
