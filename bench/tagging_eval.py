@@ -94,9 +94,10 @@ def evaluate(lines: list[dict[str, Any]], tags: list[Tags]) -> dict[str, Any]:
 def report(name: str, m: dict[str, Any]) -> None:
     """Print one split's metrics."""
     print(f"== {name}: {m['n']} messages")
+    ratio = m["tier_accuracy"] / m["majority_baseline"]
     print(
         f"tier accuracy {m['tier_accuracy']:.3f}  kappa {m['kappa']:.3f}  "
-        f"(baseline majority tier {m['majority_baseline']:.3f}, ratio {m['tier_accuracy'] / m['majority_baseline']:.2f}x)"
+        f"(baseline majority tier {m['majority_baseline']:.3f}, ratio {ratio:.2f}x)"
     )
     print(
         "confusion (rows gold, cols predicted): "
@@ -115,8 +116,8 @@ def print_errors(lines: list[dict[str, Any]], tags: list[Tags]) -> None:
         truth = set(d["label"]["signals"])
         if d["label"]["tier"] != t.tier or said != truth:
             print(
-                f"--- {d['message_id']} gold {d['label']['tier']} {sorted(truth)}  got {t.tier} ({t.tier_rule}) "
-                f"{sorted(said)}"
+                f"--- {d['message_id']} gold {d['label']['tier']} {sorted(truth)}  "
+                f"got {t.tier} ({t.tier_rule}) {sorted(said)}"
             )
             print("   ", d["content"][:160].replace("\n", " "))
             print("    votes", t.evidence["tier_votes"], "sig", t.signals.model_dump())
