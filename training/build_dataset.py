@@ -1,4 +1,4 @@
-"""Build a dataset: meshes -> rendered views + exact SDF grids, split by mesh, stored as memory-mappable arrays.
+"""Build a dataset: meshes -> rendered views + exact SDF grids, split by mesh, as memory-mappable arrays.
 
 Usage::
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -96,7 +95,7 @@ def process_mesh(ref: MeshRef, settings: BuildSettings, items_dir: str) -> dict[
         sdf=grids.astype(np.float16), poses=poses.astype(np.float32),
         vertices=np.asarray(mesh.vertices, dtype=np.float32), faces=np.asarray(mesh.faces, dtype=np.int32),
     )
-    os.replace(tmp, final)
+    tmp.replace(final)
     return {"status": "ok", "repaired": repaired, "views": len(poses)}
 
 
@@ -132,13 +131,15 @@ def _consolidate(out: Path, settings: BuildSettings, split_ids: dict[str, list[s
         for k, arr in mm.items():
             arr.flush()
             del arr
-            os.replace(d / f"{k}.tmp.npy", d / f"{k}.npy")
+            (d / f"{k}.tmp.npy").replace(d / f"{k}.npy")
         atomic_write_json(d / "mesh_ids.json", ids)
         info[split] = {"meshes": len(ids), "images": n}
     return info
 
 
-def build(settings: BuildSettings, out: Path, progress: bool = True, retry_rejected: bool = False) -> dict[str, Any]:
+def build(
+    settings: BuildSettings, out: Path, progress: bool = True, retry_rejected: bool = False
+) -> dict[str, Any]:
     """Build (or resume building) a dataset into ``out`` and write ``out/manifest.json``.
 
     Args:
@@ -195,8 +196,8 @@ def build(settings: BuildSettings, out: Path, progress: bool = True, retry_rejec
                 for r in refs if r not in accepted and (items / f"{r.mesh_id}.rejected.json").exists()]
     split_ids: dict[str, list[str]] = {s: [] for s in SPLITS}
     for r in accepted:
-        split_ids[assign_split(r.mesh_id, r.split_hint, settings.val_fraction, settings.test_fraction)].append(
-            r.mesh_id)
+        split = assign_split(r.mesh_id, r.split_hint, settings.val_fraction, settings.test_fraction)
+        split_ids[split].append(r.mesh_id)
     split_info = _consolidate(out, settings, split_ids)
     n_images = sum(s["images"] for s in split_info.values())
     processed = len(todo)

@@ -19,7 +19,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SDFViews(Dataset):
-    """One split of a built dataset: item = (image ``(3, H, W)`` float32 normalised, sdf ``(R, R, R)`` float32).
+    """One split of a built dataset: item = (normalised image ``(3, H, W)``, sdf ``(R, R, R)``), float32.
 
     Indices may be ints or ``(index, seed)`` pairs; with ``augment`` the seed drives the augmentation.
     """
@@ -68,7 +68,7 @@ class SDFViews(Dataset):
 class ResumableSampler(Sampler[tuple[int, int]]):
     """An endless stream of ``(index, seed)``: epoch ``e`` is a permutation seeded by ``(seed, e)``.
 
-    Position ``k`` of the stream depends only on ``(seed, k)``, so resuming at step ``s`` with batch size ``b``
+    Position ``k`` of the stream depends only on ``(seed, k)``, so resuming at step ``s`` with batch ``b``
     is ``start=s * b``: no sampler state beyond one integer has to be checkpointed.
     """
 
@@ -82,7 +82,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         pos = self.start
         while True:
             epoch, offset = divmod(pos, self.length)
-            perm = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            perm = torch.randperm(self.length, generator=gen)
             for i in range(offset, self.length):
                 yield int(perm[i]), (self.seed * 1_000_003 + pos) % (2**62)
                 pos += 1

@@ -107,7 +107,7 @@ class BuildSettings:
 
 
 def from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types with :class:`ConfigError`."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{section}: expected a JSON object")
     names = {f.name: f for f in dataclasses.fields(cls)}

@@ -11,7 +11,8 @@ Metrics (each also for the baseline that predicts the training set's mean SDF gr
 * ``iou``: intersection over union of the occupancy ``sdf < 0``, averaged over images;
 * ``chamfer``: symmetric Chamfer distance (mean nearest distance prediction -> ground truth plus ground truth
   -> prediction, in normalised units) between the marching-cubes surface of the predicted grid and the
-  ground-truth mesh, over up to ``--chamfer-images`` images. Predictions with no zero crossing have no surface:
+  ground-truth mesh, over up to ``--chamfer-images`` images. Predictions with no zero crossing have no
+  surface:
   they are counted in ``chamfer_failures`` and left out of the mean.
 
 Writes ``RUN_DIR/metrics.json``, ``RUN_DIR/predictions/*.obj`` and ``RUN_DIR/predictions.png``.
@@ -182,11 +183,15 @@ def evaluate(run_dir: Path, data_dir: Path | None = None, split: str = "test", d
     atomic_write_json(run_dir / "metrics.json", metrics)
     _figure(run_dir / "predictions.png", ds, shown)
     log(f"evaluate: sdf_mae {m['sdf_mae']:.4f} (baseline {base['sdf_mae']:.4f}), iou {m['iou']:.3f} "
-        f"(baseline {base['iou']:.3f}), chamfer {metrics['chamfer']} (baseline {metrics['baseline_chamfer']})")
+        f"(baseline {base['iou']:.3f}), chamfer {metrics['chamfer']} "
+        f"(baseline {metrics['baseline_chamfer']})")
     return metrics
 
 
-def _figure(path: Path, ds: SDFViews, shown: list[tuple[int, trimesh.Trimesh, trimesh.Trimesh | None]]) -> None:
+_Shown = list[tuple[int, trimesh.Trimesh, trimesh.Trimesh | None]]
+
+
+def _figure(path: Path, ds: SDFViews, shown: _Shown) -> None:
     """Input image | ground-truth surface | predicted surface, one row per example, seen from the camera."""
     import matplotlib
 
@@ -229,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=4)
     args = p.parse_args(argv)
     try:
-        metrics = evaluate(args.run, args.data_dir, args.split, args.device, args.chamfer_images, args.examples)
+        metrics = evaluate(
+            args.run, args.data_dir, args.split, args.device, args.chamfer_images, args.examples
+        )
     except ConfigError as exc:
         die(str(exc))
     print(json.dumps({k: metrics[k] for k in ("sdf_mae", "baseline_sdf_mae", "iou", "baseline_iou", "chamfer",

@@ -109,7 +109,9 @@ def list_source(spec: str, count: int, seed: int) -> list[MeshRef]:
         return list_procedural(count, seed)
     listers = {"modelnet": list_modelnet, "shapenet": list_shapenet, "folder": list_folder}
     if kind not in listers:
-        raise ValueError(f"unknown source {spec!r}; use procedural, modelnet:PATH, shapenet:PATH or folder:PATH")
+        raise ValueError(
+            f"unknown source {spec!r}; use procedural, modelnet:PATH, shapenet:PATH or folder:PATH"
+        )
     root = Path(arg)
     if not arg or not root.is_dir():
         raise ValueError(f"source folder {arg!r} does not exist")
@@ -172,7 +174,8 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
     try:
         loaded = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # trimesh raises many exception types for corrupt files
-        raise MeshRejectedError(f"corrupt or unreadable {path.suffix} file: {type(exc).__name__}: {exc}") from exc
+        reason = f"corrupt or unreadable {path.suffix} file: {type(exc).__name__}: {exc}"
+        raise MeshRejectedError(reason) from exc
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise MeshRejectedError("empty mesh or no triangles")
     return loaded
@@ -208,7 +211,7 @@ def repair(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, bool]:
 
 
 def normalise(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """Centre the bounding box at the origin and scale its longest side to 1 (the unit cube ``[-0.5, 0.5]^3``).
+    """Centre the bounding box at the origin, scale its longest side to 1 (unit cube ``[-0.5, 0.5]^3``).
 
     Raises:
         MeshRejectedError: degenerate (zero-size) or non-finite mesh.

@@ -4,8 +4,8 @@ Shapes (B = batch, R = grid side, C0 = ``base_channels``)::
 
     image (B, 3, H, W) --ResNet50 trunk--> (B, 2048, H/32, W/32) --avg pool--> (B, 2048)
       --linear--> (B, C0 * 4^3) --reshape--> (B, C0, 4, 4, 4)
-      --log2(R/4) x [ConvTranspose3d stride 2, BatchNorm3d, ReLU, Conv3d]--> (B, C, R, R, R)
-      --Conv3d 1x1x1--> (B, R, R, R) residual, added to a prior grid --> SDF
+      --log2(R/4) x [ConvTranspose3d stride 2, BN, ReLU (, Conv3d 3x3x3, BN, ReLU)]--> (B, C, R, R, R)
+      --Conv3d 3x3x3--> (B, R, R, R) residual, added to a prior grid --> SDF
 
 The prior is a buffer holding the training set's mean SDF grid (set once from the data, then saved in the
 state dict): the network starts from the mean shape and learns what the image says about the difference,
@@ -56,19 +56,24 @@ class SDFNet(nn.Module):
         c = args.base_channels
         self.lift = nn.Sequential(nn.Linear(2048, c * 64), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
-        for _ in range(int(steps)):
+        for level in range(int(steps)):
             out = max(16, c // 2)
             layers += [
                 nn.ConvTranspose3d(c, out, kernel_size=4, stride=2, padding=1),
                 nn.BatchNorm3d(out),
                 nn.ReLU(inplace=True),
-                nn.Conv3d(out, out, kernel_size=3, padding=1),
-                nn.BatchNorm3d(out),
-                nn.ReLU(inplace=True),
             ]
+            # A refining 3x3x3 convolution at every level but the last: at full resolution it would cost as
+            # much as the whole ResNet50 at 64 px (32^3 voxels x 16 x 16 x 27 multiply-adds per sample).
+            if level < int(steps) - 1:
+                layers += [
+                    nn.Conv3d(out, out, kernel_size=3, padding=1),
+                    nn.BatchNorm3d(out),
+                    nn.ReLU(inplace=True),
+                ]
             c = out
         self.decoder = nn.Sequential(*layers)
-        self.head = nn.Conv3d(c, 1, kernel_size=1)
+        self.head = nn.Conv3d(c, 1, kernel_size=3, padding=1)
         # Zero-initialised head: an untrained model predicts exactly the prior, not the prior plus noise.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -66,7 +66,8 @@ def generate(seed: int, index: int) -> trimesh.Trimesh:
         # Differences only with a smaller cutter, so the result keeps a recognisable body.
         if rng.random() < 0.35:
             candidate = shape - part.scale([0.7, 0.7, 0.7])
-            shape = candidate if not candidate.is_empty() and candidate.volume() > 0.2 * shape.volume() else shape
+            if not candidate.is_empty() and candidate.volume() > 0.2 * shape.volume():
+                shape = candidate
         else:
             shape = shape + part
     shape = shape.rotate(_random_rotation_deg(rng))

@@ -5,7 +5,8 @@ Usage::
     python -m training.smoke --out DIR [--config configs/smoke.json]
 
 ``DIR/data`` holds the dataset, ``DIR/run`` the run; ``DIR/metrics.json`` is the evaluation (also in
-``DIR/run``) and ``DIR/smoke.json`` records the wall time of each stage. stdout carries the trainer's JSON lines.
+``DIR/run``) and ``DIR/smoke.json`` records the wall time of each stage. stdout carries the trainer's JSON
+lines.
 """
 
 from __future__ import annotations

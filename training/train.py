@@ -34,7 +34,7 @@ from training.util import atomic_write_json, log
 
 
 def sdf_loss(pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """L2 loss on the SDF grid, with optional truncation and extra weight near the surface (both off by default).
+    """L2 loss on the SDF grid; optional truncation and extra weight near the surface (both off by default).
 
     Args:
         pred: ``(B, R, R, R)`` predicted SDF.
@@ -63,8 +63,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def validate(model: SDFNet, loader: DataLoader, device: torch.device, batches: int, band: float) -> dict[str, float]:
-    """Mean absolute SDF error on (up to ``batches`` batches of) a split, overall and with ``|sdf| < band``."""
+def validate(
+    model: SDFNet, loader: DataLoader, device: torch.device, batches: int, band: float
+) -> dict[str, float]:
+    """Mean absolute SDF error over (up to ``batches`` batches of) a split, overall and near the surface."""
     model.eval()
     abs_sum = near_sum = 0.0
     count = near_count = 0
@@ -107,7 +109,9 @@ def train(cfg: TrainConfig, resume: bool, emitter: Emitter) -> dict[str, Any]:
     if not cfg.run_dir or not cfg.data_dir:
         raise ConfigError("config needs data_dir and run_dir (or --data-dir/--run-dir)")
     if not (data_dir / "train" / "images.npy").exists():
-        raise ConfigError(f"{data_dir} is not a built dataset (no train/images.npy); run training.build_dataset")
+        raise ConfigError(
+            f"{data_dir} is not a built dataset (no train/images.npy); run training.build_dataset"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / checkpoint.CKPT_NAME
     ckpt = None
@@ -179,7 +183,8 @@ def train(cfg: TrainConfig, resume: bool, emitter: Emitter) -> dict[str, Any]:
     def do_checkpoint() -> None:
         payload = {"model_args": model.construction_args(), "model": model.state_dict(),
                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                   "rng": checkpoint.rng_state(), "sampler": {"seed": cfg.seed, "position": step * cfg.batch_size},
+                   "rng": checkpoint.rng_state(),
+                   "sampler": {"seed": cfg.seed, "position": step * cfg.batch_size},
                    "config": cfg.to_dict()}
         path = checkpoint.save(run_dir, payload, {"step": step, "loss": last_loss, "run_id": emitter.run_id})
         emitter.emit("checkpoint", iter=step, path=str(path), loss=last_loss)

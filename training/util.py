@@ -22,13 +22,13 @@ def die(message: str, code: int = 2) -> NoReturn:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file."""
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

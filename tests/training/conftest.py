@@ -51,7 +51,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
     cfg = out.parent / "build.json"
     cfg.write_text(json.dumps({"dataset": TINY_DATASET}))
     proc = subprocess.run(
-        [sys.executable, "-m", "training.build_dataset", "--config", str(cfg), "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "training.build_dataset", "--config", str(cfg), "--out", str(out),
+         "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -68,7 +68,8 @@ def test_resume_skips_finished_meshes(tiny_dataset, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in (tiny_dataset / "items").glob("*.npz")}
     cfg = tmp_path / "b.json"
     cfg.write_text(json.dumps({"dataset": TINY_DATASET}))
-    proc = run_module("training.build_dataset", "--config", str(cfg), "--out", str(tiny_dataset), "--no-progress")
+    proc = run_module("training.build_dataset", "--config", str(cfg), "--out", str(tiny_dataset),
+                      "--no-progress")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     assert manifest["meshes_processed_this_run"] == 0
@@ -86,7 +87,8 @@ def test_bad_meshes_are_reported_and_skipped(tmp_path):
     keep = np.abs(tube.triangles_center[:, 2]) < 0.49
     trimesh.Trimesh(tube.vertices, tube.faces[keep]).export(src / "open_tube.stl")
     out = tmp_path / "out"
-    proc = run_module("training.build_dataset", "--source", f"folder:{src}", "--out", str(out), "--views", "1",
+    proc = run_module("training.build_dataset", "--source", f"folder:{src}", "--out", str(out),
+                      "--views", "1",
                       "--resolution-px", "16", "--grid", "8", "--workers", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())

@@ -95,7 +95,8 @@ def test_procedural_is_seeded_reproducible_and_watertight():
 def test_corrupt_files_are_rejected_with_a_reason(tmp_path):
     (tmp_path / "bad.off").write_text("OFF\n8 12 0\n0 0 0\n1 1\n")
     (tmp_path / "bad.obj").write_text("this is not an obj\n")
-    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 99\nend_header\n\x00")
+    truncated_ply = b"ply\nformat binary_little_endian 1.0\nelement vertex 99\nend_header\n\x00"
+    (tmp_path / "bad.ply").write_bytes(truncated_ply)
     (tmp_path / "empty.stl").write_bytes(b"")
     for ref in list_folder(tmp_path):
         with pytest.raises(MeshRejectedError) as info:

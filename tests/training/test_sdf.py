@@ -60,7 +60,9 @@ def test_sphere_within_tessellation_error():
 
 def test_torus_within_tessellation_error():
     major, minor = 0.3, 0.1
-    torus = trimesh.creation.torus(major_radius=major, minor_radius=minor, major_sections=256, minor_sections=128)
+    torus = trimesh.creation.torus(
+        major_radius=major, minor_radius=minor, major_sections=256, minor_sections=128
+    )
     # Bound of the tessellation error, measured: the analytic distance of dense points on the faces.
     samples, _ = trimesh.sample.sample_surface_even(torus, 200_000, seed=0)
     tessellation_error = np.abs(_torus_sdf(samples, major, minor)).max()
