@@ -395,3 +395,30 @@ def test_database_full_is_unavailable_then_recovers(tmp_path: Path) -> None:
     assert store.counts().recorded == 1
     assert len(store.commit_batch(big, []).inserted) == 50
     store.close()
+
+
+def test_an_up_to_date_read_only_store_still_opens_for_reading(tmp_path: Path) -> None:
+    """Opening migrates only when something is missing, so a read-only copy can be queried."""
+    settings = Settings(data_dir=tmp_path / "data")
+    writer = open_store(settings)
+    writer.commit_batch([make_record(1)], [])
+    writer.close()  # last connection: the WAL is checkpointed into the file and removed
+    if not _chattr("+i", settings.store_path):
+        pytest.skip("chattr +i is not supported here")
+    try:
+        reader = open_store(settings, create=False)
+        assert reader.counts().recorded == 1
+        with pytest.raises(StoreUnavailable, match="readonly"):
+            reader.commit_batch([make_record(2)], [])
+        reader.close()
+    finally:
+        _chattr("-i", settings.store_path)
+
+
+def test_readonly_store_refuses_to_migrate_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite3"
+    sqlite3.connect(path).close()
+    reader = SQLiteStore(path, readonly=True)
+    with pytest.raises(StoreError, match="needs migrations"):
+        reader.migrate()
+    reader.close()

@@ -367,7 +367,7 @@ class SQLiteStore:
             raise StoreError("the store is closed")
         if self._conn is None:
             self._conn = self._open()
-            if self._migrated and not self.readonly:
+            if self._migrated:
                 self._apply_migrations(self._conn)
         return self._conn
 
@@ -403,11 +403,24 @@ class SQLiteStore:
             self._migrated = True
 
     def _apply_migrations(self, conn: sqlite3.Connection) -> None:
+        # Fast path without any write: an up-to-date store opens even where it cannot be written (a
+        # read-only copy, a full disk), so readers such as `aced query` still work.
+        try:
+            applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            applied = set()
+        missing = [m for m in available_migrations() if m[0] not in applied]
+        if not missing:
+            return
+        if self.readonly:
+            raise StoreError(f"{self.path} needs migrations {[m[0] for m in missing]}; open it writable once")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
         )
-        for version, name, sql in available_migrations():
+        for version, name, sql in missing:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 # Checked inside the write transaction: another process may have just applied it.
