@@ -18,8 +18,11 @@ from pydantic import ValidationError
 from schemas import DATA_FIELD, AgentMessage, DeadLetter, Record, RejectReason, StreamKeys
 
 _DATA = DATA_FIELD.encode()
-# A high surrogate escape not followed by a low one: JSON allows the syntax, Unicode text does not.
-_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
+# A high surrogate escape not followed by a low one, or a low one not preceded by a high one: JSON allows
+# the syntax, Unicode text does not.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
 
 
 @dataclass(slots=True)
@@ -139,11 +142,12 @@ def _explain(data: bytes, exc: ValidationError) -> tuple[RejectReason, str, str 
 
     try:
         obj: Any = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        obj = None
+    except orjson.JSONDecodeError as err:
+        # pydantic's parser is more lenient (NaN, Infinity); the record must be standard JSON.
+        detail = _format_errors(errors, exc.error_count())
+        return RejectReason.INVALID_JSON, f"data is not standard JSON ({err}): {detail}", None
     if not isinstance(obj, dict):
-        kind = type(obj).__name__ if obj is not None else "unparseable"
-        return RejectReason.INVALID_JSON, f"data must be a JSON object, got {kind}", None
+        return RejectReason.INVALID_JSON, f"data must be a JSON object, got {type(obj).__name__}", None
 
     raw_id = obj.get("message_id")
     message_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 128 else None

@@ -10,7 +10,7 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -24,14 +24,27 @@ class RedisUnavailable(Exception):
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs."""
+    """The URL with any password replaced by ``***``, safe for logs: the one before ``@`` and a
+    ``password=`` query parameter (the usual form for ``unix://`` URLs)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostport}"  # hostport kept verbatim: IPv6 brackets and port intact
+    query = parts.query
+    if query:
+        pairs = [p.partition("=") for p in query.split("&")]
+        query = "&".join(
+            f"{k}{sep}***" if k.lower() == "password" and sep else f"{k}{sep}{v}" for k, sep, v in pairs
+        )
+    # Splice the parts back in rather than urlunsplit, which would turn unix:///path into unix:/path.
+    head, sep, tail = url.partition("?")
+    if netloc != parts.netloc:
+        head = head.replace(parts.netloc, netloc, 1)
+    if sep:
+        tail = query + tail[len(parts.query) :]
+    return head + sep + tail
 
 
 def redis_url(settings: Settings) -> str:

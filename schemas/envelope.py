@@ -56,6 +56,17 @@ def _json_size(value: Any) -> int:
     return len(orjson.dumps(value))
 
 
+def _has_non_finite(value: Any) -> bool:
+    """NaN and infinities are not JSON (RFC 8259); stored, they would silently come back as null."""
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
 class AgentMessage(BaseModel):
     """One message an agent (or a person, or the system) said, as published to ``aced:agent:<agent>``."""
 
@@ -127,6 +138,8 @@ class AgentMessage(BaseModel):
                 raise ValueError(f"is not storable as JSON: {exc}") from None
             if size > MAX_METADATA_BYTES:
                 raise ValueError(f"is {size} bytes as JSON, over the limit of {MAX_METADATA_BYTES} bytes")
+            if b"null" in orjson.dumps(value) and _has_non_finite(value):
+                raise ValueError("holds NaN or Infinity, which JSON cannot represent")
         return value
 
     @model_validator(mode="after")

@@ -256,11 +256,6 @@ def test_redacted(url: str, shown: str) -> None:
     assert describe_redis(Settings(redis_url=SecretStr(url))) == shown
 
 
-@pytest.mark.xfail(
-    reason="daemon/redis_conn.py:29 redacted() hides only the URL's userinfo password; redis-py also "
-    "takes ?password= in the query (the usual form for unix:// URLs), which describe_redis shows",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "url", [f"unix:///run/redis.sock?password={SECRET}", f"redis://localhost:6379/0?password={SECRET}"]
 )
@@ -268,11 +263,6 @@ def test_describe_redis_redacts_query_password(url: str) -> None:
     assert SECRET not in describe_redis(Settings(redis_url=SecretStr(url)))
 
 
-@pytest.mark.xfail(
-    reason="daemon/redis_conn.py:32 redacted() rebuilds the netloc from .hostname, dropping the [] "
-    "around an IPv6 address, so the URL it shows is malformed",
-    strict=True,
-)
 def test_redacted_keeps_ipv6_brackets() -> None:
     assert redacted(f"redis://:{SECRET}@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
 
