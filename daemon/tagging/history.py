@@ -9,12 +9,11 @@ LRU keeps at most ``max_conversations``; a conversation that falls out is treate
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class PastMessage:
-    """What is remembered of one earlier message."""
+class PastMessage(NamedTuple):
+    """What is remembered of one earlier message (a NamedTuple: built once per message, cheaply)."""
 
     message_id: str
     agent: str

@@ -615,27 +615,18 @@ class MarkerIndex:
 
     def __init__(self, lexicons: Mapping[str, Iterable[str]]) -> None:
         """Index ``lexicons`` (family -> markers); markers are tokenised exactly like message text."""
-        singles: dict[str, set[tuple[str, str]]] = {}
-        phrases: dict[str, set[tuple[str, str, str]]] = {}
+        entries: dict[str, set[tuple[str, str, str]]] = {}
         for family, markers in lexicons.items():
             for marker in markers:
                 toks = tokenize(marker)
                 if not toks:
                     raise ValueError(f"marker {marker!r} of {family} has no word in it")
-                # A one-word marker is found by the set intersection alone; a phrase is then confirmed on
-                # the joined tokens, which only happens when its rarest-looking word occurs.
-                if len(toks) == 1:
-                    singles.setdefault(toks[0], set()).add((family, toks[0]))
-                else:
-                    anchor = _anchor(toks)
-                    phrases.setdefault(anchor, set()).add(
-                        (family, " ".join(toks), " " + " ".join(toks) + " ")
-                    )
-        # anchor -> (one-word markers, phrases): one dict lookup per anchor found
-        self._entries: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]] = {
-            k: (tuple(sorted(singles.get(k, ()))), tuple(sorted(phrases.get(k, ()))))
-            for k in set(singles) | set(phrases)
-        }
+                # A one-word marker is found by the set intersection alone (its phrase is ""); a phrase is
+                # then confirmed on the joined tokens, which only happens when its rarest-looking word occurs.
+                anchor = toks[0] if len(toks) == 1 else _anchor(toks)
+                phrase = "" if len(toks) == 1 else " " + " ".join(toks) + " "
+                entries.setdefault(anchor, set()).add((family, " ".join(toks), phrase))
+        self._entries = {k: tuple(sorted(v)) for k, v in entries.items()}
         self._keys = frozenset(self._entries)
 
     def match(self, features: TextFeatures) -> dict[str, list[str]]:
@@ -646,18 +637,13 @@ class MarkerIndex:
         # Sorted anchors: set iteration order depends on the per-process string hash seed, and the
         # evidence must be the same in every process.
         for anchor in sorted(features.token_set & self._keys):
-            singles, phrases = entries[anchor]
-            for family, marker in singles:
-                if family in out:
-                    out[family].append(marker)
-                else:
-                    out[family] = [marker]
-            for family, marker, phrase in phrases:
-                if phrase in joined:
-                    if family in out:
-                        out[family].append(marker)
-                    else:
+            for family, marker, phrase in entries[anchor]:
+                if not phrase or phrase in joined:
+                    found = out.get(family)
+                    if found is None:
                         out[family] = [marker]
+                    else:
+                        found.append(marker)
         return out
 
 

@@ -46,7 +46,7 @@ STOPWORDS = frozenset(
 class TextFeatures(NamedTuple):
     """What the later pipeline steps read about one message's text (a NamedTuple: cheap to build)."""
 
-    tokens: tuple[str, ...]  #: lower-cased word tokens of the prose (code and quoted lines removed)
+    tokens: list[str]  #: lower-cased word tokens of the prose (code and quoted lines removed)
     token_set: frozenset[str]
     joined: str  #: " tok1 tok2 ... " so that phrases match on word boundaries with ``in``
     content_terms: frozenset[str]  #: tokens that are not stopwords (nor single letters)
@@ -75,10 +75,10 @@ def extract(content: str) -> TextFeatures:
     table_rows = len(_TABLE_RE.findall(text)) if "|" in text else 0
     lower = text.lower()
     if lower.isascii():
-        tokens = tuple(_ASCII_WORD_RE.findall(lower))
+        tokens = _ASCII_WORD_RE.findall(lower)
     else:
         lower = lower.replace("\u2019", "'")
-        tokens = tuple(_WORD_RE.findall(lower))
+        tokens = _WORD_RE.findall(lower)
     token_set = frozenset(tokens)
     return TextFeatures(
         tokens=tokens,
