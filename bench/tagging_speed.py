@@ -53,7 +53,7 @@ def make_messages(n: int, seed: int) -> list[AgentMessage]:
         size = min(rng.randint(5, 40), n - total)
         turns = []
         for _ in range(size):
-            parts = rng.sample(texts, rng.choice((2, 3, 3, 4)))
+            parts = rng.sample(texts, rng.choice((2, 3, 3, 4, 4)))
             parts.insert(rng.randrange(len(parts) + 1), rng.choice(FILLER))
             turns.append(" ".join(parts))
         conversations.append(turns)
