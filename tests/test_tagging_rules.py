@@ -105,7 +105,7 @@ def test_marker_order_is_stable() -> None:
     text = extract("Correction: that was a bug, it conflicts with the cap and would lose entries.")
     hits = DEFAULT_INDEX.match(text)
     assert hits == DEFAULT_INDEX.match(text)
-    assert {"correction", "bug", "conflicts with", "would lose"} <= set(hits["s.correction"])
+    assert {"correction", "bug", "conflicts with", "would lose"} <= set(hits["error_correction.flaw"])
 
 
 # ------------------------------------------------------------------ step 3: novelty against history
@@ -229,7 +229,7 @@ def test_ambiguity_specifying_a_deliverable_is_e_despite_dialogue() -> None:
 
 def test_tier_evidence_names_the_markers() -> None:
     (tags,) = tag_conversation([("maya", "Decision: Redis Streams, one stream per agent.")])
-    assert "decision" in tags.evidence["markers"]["a.ratify"]
+    assert "decision" in tags.evidence["markers"]["A.ratify"]
     assert tags.evidence["tier_votes"]["A"] > 0
     assert 0 < tags.tier_confidence <= 1
 
@@ -303,7 +303,8 @@ def test_cross_domain_synthesis() -> None:
         ]
     )
     assert "cross_domain_synthesis" in present(tags)
-    assert "speech recognition" in tags.evidence["signals"]["cross_domain_synthesis"]["fields"]
+    assert "speech recognition" in tags.evidence["markers"]["cross_domain_synthesis.field"]
+    assert "idea from" in tags.evidence["markers"]["cross_domain_synthesis.bridge"]
 
 
 def test_specialization_recognition() -> None:

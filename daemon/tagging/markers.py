@@ -18,7 +18,7 @@ from daemon.tagging.text import STOPWORDS, TextFeatures, tokenize
 #: family -> markers. Families starting with "a.", "c.", "e." vote for a tier; the others feed signals.
 LEXICONS: dict[str, tuple[str, ...]] = {
     # -- A: choosing, proposing or ratifying a direction
-    "a.ratify": (
+    "A.ratify": (
         "decision",
         "we decide",
         "decided",
@@ -34,7 +34,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "off the table",
         "becomes the default",
     ),
-    "a.choice": (
+    "A.choice": (
         "should we use",
         "should we",
         "or do we",
@@ -70,7 +70,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "right output",
         "the real fix",
     ),
-    "a.system": (
+    "A.system": (
         "architecture",
         "architectural",
         "infrastructure",
@@ -117,7 +117,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "fine tuning",
     ),
     # -- C: dialogue that integrates perspectives
-    "c.agree": (
+    "C.agree": (
         "agree",
         "agreed",
         "i agree",
@@ -138,7 +138,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "possibly",
         "ok but",
     ),
-    "c.concern": (
+    "C.concern": (
         "concern",
         "worry",
         "worries",
@@ -159,7 +159,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "i'd leave it out",
         "weakness",
     ),
-    "c.question": (
+    "C.question": (
         "what do you think",
         "do we want",
         "should the",
@@ -173,7 +173,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "is it",
         "why not",
     ),
-    "c.reflection": (
+    "C.reflection": (
         "retro",
         "work together",
         "worked together",
@@ -195,9 +195,9 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "right call",
         "great work",
     ),
-    "c.synthesis": ("both", "middle ground", "compromise", "combine", "defaults, not rules", "rather than"),
+    "C.synthesis": ("both", "middle ground", "compromise", "combine", "defaults, not rules", "rather than"),
     # -- E: concrete work
-    "e.status": (
+    "E.status": (
         "status",
         "merged",
         "done",
@@ -229,7 +229,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "ablation",
         "seeds",
     ),
-    "e.task": (
+    "E.task": (
         "i'll",
         "i will",
         "will take",
@@ -268,7 +268,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "add a unit test",
         "write it up",
     ),
-    "e.spec": (
+    "E.spec": (
         "spec",
         "class",
         "def",
@@ -316,7 +316,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "step",
     ),
     # -- signals
-    "s.idea": (
+    "novelty.idea": (
         "what if",
         "one more idea",
         "new idea",
@@ -346,7 +346,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "we could require",
         "proposal:",
     ),
-    "s.idea_weak": (
+    "novelty.weak_idea": (
         "another",
         "maybe",
         "should probably",
@@ -360,7 +360,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "proposal",
         "idea",
     ),
-    "s.tradeoff": (
+    "solution_quality.tradeoff": (
         "trade-off",
         "tradeoff",
         "cost",
@@ -398,7 +398,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "worries me",
         "the cost",
     ),
-    "s.proposal": (
+    "solution_quality.proposal": (
         "i'd",
         "let's",
         "we could",
@@ -413,7 +413,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "go with",
         "we'd",
     ),
-    "s.challenge": (
+    "assumption_challenge.premise": (
         "are we sure",
         "do we need",
         "do we even",
@@ -437,7 +437,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "should the daemon even",
         "needed at all",
     ),
-    "s.challenge_weak": (
+    "assumption_challenge.weak": (
         "at all",
         "why not",
         "i'm not sure",
@@ -446,7 +446,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "proxy",
         "really",
     ),
-    "s.correction": (
+    "error_correction.flaw": (
         "correction",
         "bug",
         "is wrong",
@@ -480,7 +480,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "only on one gpu",
         "wait",
     ),
-    "s.self_correction": (
+    "error_correction.self": (
         "i mixed up",
         "i claimed",
         "my numbers",
@@ -488,7 +488,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "correction to my",
         "i was wrong",
     ),
-    "s.bridge": (
+    "cross_domain_synthesis.bridge": (
         "borrow",
         "borrowing",
         "borrowed",
@@ -515,7 +515,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "from video",
         "from 3d",
     ),
-    "s.field": (
+    "cross_domain_synthesis.field": (
         "economics",
         "market",
         "auction",
@@ -554,7 +554,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "linguistics",
         "pid",
     ),
-    "s.strength": (
+    "specialization_recognition.strength": (
         "better at",
         "best",
         "faster than",

@@ -51,10 +51,15 @@ class TierDecision(NamedTuple):
 
 
 class SignalScore(NamedTuple):
-    """One signal's 0..100 score and its evidence (empty when absent)."""
+    """One signal's 0..100 score and what its evidence adds to the markers already listed under
+    ``evidence["markers"]["<signal>.<family>"]`` (e.g. which message an error correction corrects)."""
 
     score: int
     evidence: dict[str, Any]
+
+
+#: Shared, never mutated: most signals have nothing to add to their markers.
+_NO_EXTRA: dict[str, Any] = {}
 
 
 def _clamp(value: float) -> int:
@@ -97,25 +102,25 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
     if features.table_rows >= 3:
         return TierDecision("E", "E.table", 0.9, {"table_rows": features.table_rows})
 
-    choice, system, ratify = n.get("a.choice", 0), n.get("a.system", 0), n.get("a.ratify", 0)
+    choice, system, ratify = n.get("A.choice", 0), n.get("A.system", 0), n.get("A.ratify", 0)
     # A direction needs a subject: proposing or asking only counts when it is about a system-level thing;
     # an explicit ratification ("Decision: ...") counts on its own.
     a_vote = 4.0 * min(ratify, 2) + ((2.0 * choice + 1.0 * min(system, 3)) if choice and system else 0.0)
     c_vote = (
-        1.5 * n.get("c.agree", 0)
-        + 1.5 * n.get("c.concern", 0)
-        + 1.0 * n.get("c.question", 0)
-        + 2.0 * n.get("c.reflection", 0)
-        + 1.0 * n.get("c.synthesis", 0)
+        1.5 * n.get("C.agree", 0)
+        + 1.5 * n.get("C.concern", 0)
+        + 1.0 * n.get("C.question", 0)
+        + 2.0 * n.get("C.reflection", 0)
+        + 1.0 * n.get("C.synthesis", 0)
         + (1.0 if features.n_questions else 0.0)
         # weighing options and talking about who is good at what is dialogue, not a deliverable
-        + 0.5 * min(n.get("s.tradeoff", 0), 4)
-        + 1.0 * min(n.get("s.strength", 0), 2)
+        + 0.5 * min(n.get("solution_quality.tradeoff", 0), 4)
+        + 1.0 * min(n.get("specialization_recognition.strength", 0), 2)
     )
     e_vote = (
-        2.0 * n.get("e.status", 0)
-        + 1.5 * n.get("e.task", 0)
-        + 0.5 * min(n.get("e.spec", 0), 6)
+        2.0 * n.get("E.status", 0)
+        + 1.5 * n.get("E.task", 0)
+        + 0.5 * min(n.get("E.spec", 0), 6)
         + min(3.0, features.n_digits / 8)
         + (2.0 if features.code_share > 0 else 0.0)
     )
@@ -141,33 +146,33 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
 def score_novelty(ctx: MessageContext) -> SignalScore:
     """Novelty: a new idea, angle or approach. Idea markers say an approach is put forward; the share of
     terms unseen in the conversation says whether it is new to it."""
-    strong = ctx.hits.get("s.idea", [])
-    weak = ctx.hits.get("s.idea_weak", [])
+    strong = ctx.hits.get("novelty.idea", [])
+    weak = ctx.hits.get("novelty.weak_idea", [])
     if not strong and not weak:
         return SignalScore(_clamp(min(30, ctx.novelty * 0.3)), {})
     score = 30 * min(len(strong), 2) + 12 * min(len(weak), 3) + ctx.novelty * 0.3
-    return SignalScore(_clamp(score), {"markers": strong + weak, "term_novelty": ctx.novelty})
+    return SignalScore(_clamp(score), _NO_EXTRA)
 
 
 def score_solution_quality(ctx: MessageContext) -> SignalScore:
     """Solution quality: a proposal (or a recommendation) that weighs trade-offs, risks or fallbacks."""
-    trade = ctx.hits.get("s.tradeoff", [])
-    proposal = ctx.hits.get("s.proposal", [])
+    trade = ctx.hits.get("solution_quality.tradeoff", [])
+    proposal = ctx.hits.get("solution_quality.proposal", [])
     if not trade:
         return SignalScore(0, {})
     score = 18 * min(len(trade), 4) + (12 if proposal else 0)
-    return SignalScore(_clamp(score), {"tradeoff": trade, "proposal": proposal})
+    return SignalScore(_clamp(score), _NO_EXTRA)
 
 
 def score_assumption_challenge(ctx: MessageContext) -> SignalScore:
     """Assumption challenge: questions the premise (do we need it at all? the right metric?)."""
-    strong = ctx.hits.get("s.challenge", [])
-    weak = ctx.hits.get("s.challenge_weak", [])
+    strong = ctx.hits.get("assumption_challenge.premise", [])
+    weak = ctx.hits.get("assumption_challenge.weak", [])
     if not strong and not weak:
         return SignalScore(0, {})
     # a weak marker ("at all", "why not") alone is often rhetoric; it needs company or a question
     score = 45 * min(len(strong), 2) + 25 * min(len(weak), 2) + (10 if ctx.features.n_questions else 0)
-    return SignalScore(_clamp(score), {"markers": strong + weak})
+    return SignalScore(_clamp(score), _NO_EXTRA)
 
 
 _STRONG_CORRECTION = frozenset(
@@ -200,32 +205,31 @@ def _corrected_message(ctx: MessageContext, self_correction: bool) -> str | None
 
 def score_error_correction(ctx: MessageContext) -> SignalScore:
     """Error correction: names a flaw in an earlier claim, plan or code and says what is right."""
-    markers = ctx.hits.get("s.correction", [])
+    markers = ctx.hits.get("error_correction.flaw", [])
     if not markers:
         return SignalScore(0, {})
     strong = sum(1 for m in markers if m in _STRONG_CORRECTION)
     score = 25 * (len(markers) - strong) + 45 * strong
-    self_correction = bool(ctx.hits.get("s.self_correction"))
-    evidence: dict[str, Any] = {"markers": markers}
-    if score > 40:
-        evidence["corrects"] = _corrected_message(ctx, self_correction)
-        evidence["self"] = self_correction
-    return SignalScore(_clamp(score), evidence)
+    self_correction = bool(ctx.hits.get("error_correction.self"))
+    if score <= 40:
+        return SignalScore(_clamp(score), _NO_EXTRA)
+    corrects = _corrected_message(ctx, self_correction)
+    return SignalScore(_clamp(score), {"corrects": corrects, "self": self_correction})
 
 
 def score_cross_domain(ctx: MessageContext) -> SignalScore:
     """Cross-domain synthesis: a technique from a named field carried into ours ("borrow from audio")."""
-    fields = ctx.hits.get("s.field", [])
-    bridges = ctx.hits.get("s.bridge", [])
+    fields = ctx.hits.get("cross_domain_synthesis.field", [])
+    bridges = ctx.hits.get("cross_domain_synthesis.bridge", [])
     if not fields:
         return SignalScore(0, {})
     score = 25 * min(len(fields), 2) + 25 * min(len(bridges), 2)
-    return SignalScore(_clamp(score), {"fields": fields, "bridges": bridges})
+    return SignalScore(_clamp(score), _NO_EXTRA)
 
 
 def score_specialization(ctx: MessageContext) -> SignalScore:
     """Specialization recognition: strengths or roles attributed to named agents, or work divided by them."""
-    strengths = ctx.hits.get("s.strength", [])
+    strengths = ctx.hits.get("specialization_recognition.strength", [])
     if not strengths:
         return SignalScore(0, {})
     known = DEFAULT_AGENT_NAMES | ctx.senders
@@ -233,7 +237,7 @@ def score_specialization(ctx: MessageContext) -> SignalScore:
     # "Claude's specs" names Claude too
     names = sorted((tokens & known) | {n for n in known if n + "'s" in tokens})
     score = 25 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
-    return SignalScore(_clamp(score), {"markers": strengths, "agents": names})
+    return SignalScore(_clamp(score), {"agents": names} if names else _NO_EXTRA)
 
 
 #: The signal steps, in the order of ``SIGNAL_NAMES``.
@@ -364,7 +368,7 @@ class RulesTagger:
         for name, step in SIGNAL_STEPS.items():
             result = step(ctx)
             scores[name] = result.score
-            if result.score > 20:
+            if result.evidence:
                 signal_evidence[name] = result.evidence
         evidence: dict[str, Any] = {
             "tier_votes": decision.votes,
