@@ -1,11 +1,16 @@
 """ResNet50 image encoder and a dense 3D decoder that predicts an SDF grid from one image.
 
-Shapes (B = batch, R = grid side, C0 = ``base_channels``)::
+Shapes (B = batch, R = grid side, C0 = ``base_channels``, h x w = the trunk's output map)::
 
-    image (B, 3, H, W) --ResNet50 trunk--> (B, 2048, H/32, W/32) --avg pool--> (B, 2048)
-      --linear--> (B, C0 * 4^3) --reshape--> (B, C0, 4, 4, 4)
+    image (B, 3, H, W) --ResNet50 trunk--> (B, 2048, H/32, W/32) --adaptive avg pool--> (B, 2048, 4, 4)
+      --Conv2d 1x1 (the lift: C0 channels x 4 depth slices per image cell)--> (B, C0 * 4, 4, 4)
+      --reshape and reorder to grid axes [x, y, z]--> (B, C0, 4, 4, 4)
       --log2(R/4) x [ConvTranspose3d stride 2, BN, ReLU (, Conv3d 3x3x3, BN, ReLU)]--> (B, C, R, R, R)
       --Conv3d 3x3x3--> (B, R, R, R) residual, added to a prior grid --> SDF
+
+The lift keeps the image layout: image column -> grid x, image row (flipped, rows grow downwards) -> grid y,
+and the 4 depth slices of each cell -> grid z (towards the camera in the view frame). Pooling the trunk to one
+vector instead would throw away where the object is in the image, which is most of what a single view tells.
 
 The prior is a buffer holding the training set's mean SDF grid (set once from the data, then saved in the
 state dict): the network starts from the mean shape and learns what the image says about the difference,
@@ -52,9 +57,14 @@ class SDFNet(nn.Module):
         if args.pretrained_path:
             state = torch.load(Path(args.pretrained_path), map_location="cpu", weights_only=True)
             resnet.load_state_dict(state)
-        self.backbone = nn.Sequential(*list(resnet.children())[:-1])  # drop fc; keeps the avgpool
+        self.backbone = nn.Sequential(*list(resnet.children())[:-2])  # drop avgpool and fc: keep the map
         c = args.base_channels
-        self.lift = nn.Sequential(nn.Linear(2048, c * 64), nn.ReLU(inplace=True))
+        self.lift = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4),
+            nn.Conv2d(2048, c * 4, kernel_size=1),
+            nn.BatchNorm2d(c * 4),
+            nn.ReLU(inplace=True),
+        )
         layers: list[nn.Module] = []
         for level in range(int(steps)):
             out = max(16, c // 2)
@@ -85,8 +95,9 @@ class SDFNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map ``(B, 3, H, W)`` normalised images to ``(B, R, R, R)`` SDF grids."""
-        feats = self.backbone(image).flatten(1)  # (B, 2048)
-        vol = self.lift(feats).view(-1, self.args.base_channels, 4, 4, 4)  # (B, C0, 4, 4, 4)
+        feats = self.backbone(image)  # (B, 2048, h, w)
+        vol = self.lift(feats).view(-1, self.args.base_channels, 4, 4, 4)  # (B, C0, depth, row, col)
+        vol = vol.flip(3).permute(0, 1, 4, 3, 2)  # (B, C0, x=col, y=row upwards, z=depth)
         return self.head(self.decoder(vol)).squeeze(1) + self.prior  # (B, R, R, R)
 
     def construction_args(self) -> dict[str, object]:
