@@ -82,8 +82,12 @@ class Recorder:
         store: Store,
         tagger: Tagger,
         counters: Counters | None = None,
+        on_recorded: Callable[[list[Record]], None] | None = None,
     ) -> None:
+        """``on_recorded`` is called on the event loop with the records each batch newly inserted, after
+        they are committed and acked (e.g. to queue them for a slow model tagger). It must not block."""
         self.settings = settings
+        self.on_recorded = on_recorded
         self.ops = ops
         self.store = store
         self.tagger = tagger
@@ -283,6 +287,12 @@ class Recorder:
         await self._redis_until_done(self.ops.ack, dict(acks))
         self._release(batch)
         self._count(batch, result, len(records), started)
+        if self.on_recorded is not None and result.inserted:
+            inserted = set(result.inserted)
+            try:
+                self.on_recorded([r for r in records if r.envelope.message_id in inserted])
+            except Exception:  # a consumer of new records must never stop recording
+                log.exception("on_recorded_failed")
         if letters:
             await self._emit(
                 "deadletter",

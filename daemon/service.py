@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,7 +27,8 @@ from daemon.store.base import Store, StoreError
 from daemon.streams import StreamOps
 from daemon.systemd import SystemdNotifier
 from daemon.tagging.base import NoOpTagger, Tagger
-from schemas import Event, StreamKeys
+from daemon.tagging.model import AsyncModelTagger, ModelBackend
+from schemas import Event, Record, StreamKeys
 from schemas._types import utc_now
 
 log = structlog.get_logger()
@@ -68,8 +70,11 @@ async def connect(client: aioredis.Redis, attempts: int = 10, first_delay_s: flo
 class Daemon:
     """One daemon process: its resources and tasks. ``run`` is the whole life."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, model_backend: ModelBackend | None = None) -> None:
+        """``model_backend``: an optional slow tagger (LLM, local classifier) whose tags are added after
+        ingest as a second tag version; ingest never waits for it."""
         self.settings = settings
+        self.model_backend = model_backend
         self.keys = StreamKeys(settings.key_prefix)
         self.consumer = settings.consumer
         self.counters = Counters()
@@ -95,7 +100,15 @@ class Daemon:
             client = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
             await connect(client)
             ops = StreamOps(client, self.keys, self.consumer)
-            recorder = Recorder(settings, ops, store, build_tagger(settings), self.counters)
+            model_tagger = AsyncModelTagger(self.model_backend, store) if self.model_backend else None
+            recorder = Recorder(
+                settings,
+                ops,
+                store,
+                build_tagger(settings),
+                self.counters,
+                on_recorded=_submit_all(model_tagger) if model_tagger else None,
+            )
             self._install_signal_handlers()
             log.info(
                 "started",
@@ -109,9 +122,14 @@ class Daemon:
             await self._emit(ops, "daemon.started", {"pid": os.getpid()})
             health = asyncio.create_task(self._health_loop(client), name="health")
             watchdog = asyncio.create_task(self._watchdog_loop(), name="watchdog")
+            model_task = (
+                asyncio.create_task(model_tagger.run(), name="model-tagger") if model_tagger else None
+            )
             try:
                 await recorder.run(self.stop, burst=burst)
             finally:
+                if model_tagger is not None and model_task is not None:
+                    await model_tagger.stop(model_task, timeout_s=settings.shutdown_timeout_s)
                 health.cancel()
                 watchdog.cancel()
                 await asyncio.gather(health, watchdog, return_exceptions=True)
@@ -201,6 +219,14 @@ class Daemon:
     async def _emit(self, ops: StreamOps, kind: Any, data: dict[str, Any]) -> None:
         with contextlib.suppress(*REDIS_DOWN, redis.exceptions.RedisError):
             await ops.emit(Event(type=kind, at=utc_now(), source=self.consumer, data=data))
+
+
+def _submit_all(model_tagger: AsyncModelTagger) -> Callable[[list[Record]], None]:
+    def submit(records: list[Record]) -> None:
+        for record in records:
+            model_tagger.submit(record)
+
+    return submit
 
 
 def run_daemon(settings: Settings, burst: bool = False) -> int:

@@ -395,3 +395,44 @@ def test_janitor_forgets_idle_consumers_that_hold_nothing_but_never_one_that_hol
     names = {c["name"].decode() for c in redis_client.xinfo_consumers(stream, CONSUMER_GROUP)}
     assert names == {"holds-one"}
     assert group_pending(redis_client, stream) == 1
+
+
+class _LengthModel:
+    """A deterministic stand-in for a slow model: tier from the content's length. Real store, real Redis."""
+
+    version = "model-length-1"
+
+    def tag(self, message: object, context: object = ()) -> object:
+        from schemas import Signals, Tags
+
+        content: str = message.content  # type: ignore[attr-defined]
+        return Tags(
+            tier="E" if len(content) > 60 else "C",
+            tier_rule="model.length",
+            tier_confidence=0.5,
+            signals=Signals(),
+            novelty=0,
+            emergence=0,
+            tagger_version=self.version,
+        )
+
+
+def test_a_model_backend_adds_a_second_tag_version_after_ingest(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    settings = make_settings()
+    messages = make_messages("claude", 12)
+    publish(redis_client, keys, messages)
+    daemon = Daemon(settings, model_backend=_LengthModel())  # type: ignore[arg-type]
+    assert asyncio.run(daemon.run(burst=True)) == 0
+
+    store = open_store(settings, create=False)
+    try:
+        for message in messages:
+            versions = [t.tagger_version for t in store.tag_history(message.message_id)]
+            assert versions[0].startswith("rules-") and versions[-1] == "model-length-1"
+            record = store.get(message.message_id)
+            assert record is not None and record.tags is not None
+            assert record.tags.tagger_version == "model-length-1"  # the latest version is current
+    finally:
+        store.close()
