@@ -50,6 +50,7 @@ import orjson
 import redis
 import redis.utils
 from pydantic import SecretStr
+from ulid import ULID
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -149,7 +150,7 @@ def wire(
     agent: str, conversation: str, content: str, reply_to: str | None, created_at: datetime
 ) -> tuple[str, bytes]:
     """(message_id, the ``data`` field) of a valid schema-1 envelope, serialised the way publishers do."""
-    message_id = uuid.uuid4().hex
+    message_id = str(ULID())  # what agents.publisher.new_message_id makes: time-ordered index inserts
     data = orjson.dumps(
         {
             "message_id": message_id,
