@@ -176,6 +176,12 @@ def test_commit_is_one_transaction(store: SQLiteStore) -> None:
     assert store.commit_batch([good], []).inserted == ["m-000001"]
 
 
+def test_an_empty_batch_commits_nothing(store: SQLiteStore) -> None:
+    result = store.commit_batch([], [])
+    assert (result.inserted, result.duplicates, result.redelivered, result.dead_letters) == ([], [], [], 0)
+    assert store.counts().last_commit_at is None
+
+
 def test_imported_records_keep_their_commit_time(store: SQLiteStore) -> None:
     old = make_record(1).model_copy(update={"committed_at": T0 + timedelta(minutes=5)})
     store.commit_batch([old], [])

@@ -478,6 +478,8 @@ class SQLiteStore:
         :class:`StoreUnavailable` (nothing committed) when the store cannot be written.
         """
         now = utc_now()
+        if not records and not dead_letters:
+            return CommitResult(committed_at=now)  # nothing to make durable: no transaction, no fsync
         now_iso = to_iso(now)
         with self._lock:
             try:
