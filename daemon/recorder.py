@@ -31,7 +31,7 @@ from daemon.intake import IntakeLimits, RawEntry, dead_letter, intake
 from daemon.metrics import Counters
 from daemon.store.base import CommitResult, Store, StoreUnavailable
 from daemon.streams import StreamOps
-from daemon.tagging.base import Tagger
+from daemon.tagging.base import NoOpTagger, Tagger
 from schemas import DeadLetter, Event, Record, RejectReason
 from schemas._types import utc_now
 
@@ -51,6 +51,15 @@ class Batch:
     entries: list[RawEntry]
     source: str  # "new", "pending" or "claimed", for logs
     read_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch validated and tagged, waiting for its commit."""
+
+    batch: Batch
+    records: list[Record]
+    letters: list[DeadLetter]
 
 
 class Backoff:
@@ -97,8 +106,11 @@ class Recorder:
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=settings.max_in_flight)
         self._inflight: set[tuple[str, str]] = set()
         self._primed: OrderedDict[str, None] = OrderedDict()
-        # One thread: commits happen one at a time, in the order batches were read.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-commit")
+        # Two single-thread stages: batch N+1 is validated and tagged while batch N commits (SQLite releases
+        # the GIL while it writes and syncs). One thread each keeps batches in the order they were read.
+        self._prepare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-prepare")
+        self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-commit")
+        self._prepared: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
         self._stop_reading = asyncio.Event()
         self._need_drain = True
 
@@ -106,13 +118,14 @@ class Recorder:
     async def run(self, stop: asyncio.Event, burst: bool = False) -> None:
         """Record until ``stop`` is set (or, with ``burst``, until no entry is left), then finish the
         batches already read, ack them and return."""
+        preparer = asyncio.create_task(self._preparer(), name="preparer")
         committer = asyncio.create_task(self._committer(), name="committer")
         janitor = asyncio.create_task(self._janitor(), name="janitor")
         reader = asyncio.create_task(self._reader(burst), name="reader")
         stopper = asyncio.create_task(stop.wait(), name="stop-wait")
         try:
-            await asyncio.wait({reader, stopper, committer}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, committer):
+            await asyncio.wait({reader, stopper, preparer, committer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, preparer, committer):
                 if task.done() and not task.cancelled():
                     task.result()  # re-raise a bug instead of stopping silently
         finally:
@@ -127,10 +140,13 @@ class Recorder:
             # Everything read is finished and acked, within the shutdown budget.
             await self._queue.put(None)
             try:
-                await asyncio.wait_for(committer, timeout=self.settings.shutdown_timeout_s)
+                await asyncio.wait_for(
+                    asyncio.gather(preparer, committer), timeout=self.settings.shutdown_timeout_s
+                )
             except TimeoutError:
-                log.error("shutdown_timeout", unfinished_batches=self._queue.qsize())
-            self._worker.shutdown(wait=True)
+                log.error("shutdown_timeout", unfinished_batches=self._queue.qsize() + self._prepared.qsize())
+            self._prepare_thread.shutdown(wait=True)
+            self._commit_thread.shutdown(wait=True)
 
     # ------------------------------------------------------------------ reading
     async def refresh_streams(self) -> list[str]:
@@ -168,6 +184,7 @@ class Recorder:
                     await self._enqueue(Batch(entries, "new"))
                 elif burst and self._queue.empty():
                     await self._queue.join()
+                    await self._prepared.join()
                     if await self._idle_everywhere():
                         return
             except REDIS_DOWN as exc:
@@ -253,32 +270,52 @@ class Recorder:
                 log.info("forgot_idle_consumers", stream=stream, consumers=gone)
 
     # ------------------------------------------------------------------ committing
-    async def _committer(self) -> None:
+    async def _preparer(self) -> None:
+        """Stage 1: validate and tag each batch in the prepare thread, in read order."""
+        loop = asyncio.get_running_loop()
         while True:
             batch = await self._queue.get()
             try:
                 if batch is None:
+                    await self._prepared.put(None)
                     return
-                await self._process(batch)
+                try:
+                    records, letters = await loop.run_in_executor(
+                        self._prepare_thread, self._prepare, batch, utc_now()
+                    )
+                except Exception as exc:  # the batch boundary: nothing of it is acked
+                    self._batch_failed(batch, exc)
+                    continue
+                await self._prepared.put(Prepared(batch, records, letters))
             finally:
                 self._queue.task_done()
 
-    async def _process(self, batch: Batch) -> None:
+    async def _committer(self) -> None:
+        """Stage 2: commit each prepared batch (commit thread), then dead-letter and ack it."""
+        while True:
+            prepared = await self._prepared.get()
+            try:
+                if prepared is None:
+                    return
+                await self._commit_and_ack(prepared)
+            finally:
+                self._prepared.task_done()
+
+    def _batch_failed(self, batch: Batch, exc: Exception) -> None:
+        # The entries stay pending; the janitor claims them again after claim_idle_ms, and an entry that
+        # keeps failing ends in the dead letter once delivered more than max_deliveries times.
+        self.counters.batch_errors += 1
+        self.counters.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("batch_failed", entries=len(batch.entries), source=batch.source, exc_info=exc)
+        self._release(batch)
+
+    async def _commit_and_ack(self, prepared: Prepared) -> None:
+        batch, records, letters = prepared.batch, prepared.records, prepared.letters
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        received_at = utc_now()
         try:
-            records, letters = await loop.run_in_executor(self._worker, self._prepare, batch, received_at)
             result = await self._commit_until_done(records, letters)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # the batch boundary: one broad except, and nothing is acked
-            # The entries stay pending; the janitor claims them again after claim_idle_ms, and an entry
-            # that keeps failing ends in the dead letter once delivered more than max_deliveries times.
-            self.counters.batch_errors += 1
-            self.counters.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("batch_failed", entries=len(batch.entries), source=batch.source)
-            self._release(batch)
+            self._batch_failed(batch, exc)
             return
         await self._redis_until_done(self.ops.publish_dead_letters, letters)
         acks: dict[str, list[str]] = defaultdict(list)
@@ -286,7 +323,7 @@ class Recorder:
             acks[entry.stream].append(entry.entry_id)
         await self._redis_until_done(self.ops.ack, dict(acks))
         self._release(batch)
-        self._count(batch, result, len(records), started)
+        self._count(batch, result, started)
         if self.on_recorded is not None and result.inserted:
             inserted = set(result.inserted)
             try:
@@ -338,7 +375,7 @@ class Recorder:
                 records.append(outcome)
             else:
                 letters.append(outcome)
-        if records:
+        if records and not isinstance(self.tagger, NoOpTagger):
             records = self._tag(records)
         return records, letters
 
@@ -377,7 +414,9 @@ class Recorder:
         backoff = Backoff(self.settings.store_retry_s, 30.0)
         while True:
             try:
-                result = await loop.run_in_executor(self._worker, self.store.commit_batch, records, letters)
+                result = await loop.run_in_executor(
+                    self._commit_thread, self.store.commit_batch, records, letters
+                )
             except StoreUnavailable as exc:
                 self.counters.store_retries += 1
                 if self.counters.store_ok:
@@ -411,7 +450,7 @@ class Recorder:
         for entry in batch.entries:
             self._inflight.discard((entry.stream, entry.entry_id))
 
-    def _count(self, batch: Batch, result: CommitResult, valid: int, started: float) -> None:
+    def _count(self, batch: Batch, result: CommitResult, started: float) -> None:
         c = self.counters
         c.batches += 1
         c.recorded += len(result.inserted)
