@@ -338,7 +338,8 @@ class SQLiteStore:
 
     def _open(self) -> sqlite3.Connection:
         if self.readonly:
-            uri = f"file:{self.path}?mode=ro"
+            # as_uri() percent-encodes, so a path with '?' or '#' cannot be read as URI parameters.
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
