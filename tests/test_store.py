@@ -76,6 +76,23 @@ def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_an_older_store_is_upgraded_by_the_missing_migrations_only(tmp_path: Path) -> None:
+    path = tmp_path / "aced.sqlite3"
+    store = open_test_store(path)
+    store.commit_batch([make_record(1)], [])
+    store.close()
+    # Make it look like a store created before migration 0002 existed.
+    conn = _raw(path)
+    conn.execute("DELETE FROM schema_migrations WHERE version = 2")
+    conn.execute("INSERT INTO records_fts (records_fts, rank) VALUES ('automerge', 4)")
+    conn.close()
+    upgraded = open_test_store(path)
+    assert upgraded.applied_migrations() == [v for v, _, _ in available_migrations()]
+    assert ("automerge", 16) in upgraded.read("SELECT k, v FROM records_fts_config")
+    assert upgraded.counts().recorded == 1
+    upgraded.close()
+
+
 def test_wal_mode_and_synchronous_from_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", sqlite_synchronous="EXTRA")
     store = open_store(settings)
