@@ -60,6 +60,7 @@ from daemon.config import Settings  # noqa: E402
 from daemon.logs import configure_logging  # noqa: E402
 from daemon.metrics import Counters  # noqa: E402
 from daemon.recorder import Recorder  # noqa: E402
+from daemon.service import tune_gc_for_ingest  # noqa: E402
 from daemon.redis_conn import async_client  # noqa: E402
 from daemon.redis_server import RedisServer, free_port  # noqa: E402
 from daemon.service import build_tagger  # noqa: E402
@@ -244,6 +245,7 @@ def settings_for(args: argparse.Namespace, data_dir: Path, url: str, prefix: str
         batch_size=args.batch_size,
         log_level="warning",
         consumer_name=f"bench-{os.getpid()}",
+        tag_in_process=not args.tag_process,
     )
 
 
@@ -508,6 +510,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="tagger during the latency phase (default: rules if available, the daemon's default)",
     )
+    p.add_argument(
+        "--tag-process", action="store_true", help="run the rules tagger in a child process (tag_in_process=false)"
+    )
     p.add_argument("--skip-bare", action="store_true", help="skip the bare consumer (no ratio then)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the temporary directory goes")
     p.add_argument("--seed", type=int, default=1)
@@ -551,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = make_plan(args.messages, args.agents, args.content_chars, args.conversation_length, args.seed)
         sample = wire(*plan.rows[0], None, datetime.now(UTC))[1]
         AgentMessage.model_validate_json(sample)  # the generator writes valid envelopes
+        # The same collector settings `aced run` uses (after the plan exists, so it is frozen out too).
+        tune_gc_for_ingest()
         sizes = sorted(len(r[2]) for r in plan.rows)
         print(
             f"  generated in {time.perf_counter() - t:.1f}s; content chars p50 {sizes[len(sizes) // 2]}, "

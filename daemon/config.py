@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # -- tagging
     tagger: Literal["rules", "none"] = Field(default="rules")
     tag_history: int = Field(default=20, ge=0, le=1000, description="Earlier messages a tagger sees.")
+    tag_in_process: bool = Field(
+        default=True,
+        description="Tag in the daemon's process; False runs the rules tagger in a child process.",
+    )
 
     # -- operations
     health_interval_s: float = Field(default=5.0, gt=0)

@@ -147,6 +147,9 @@ class Recorder:
                 log.error("shutdown_timeout", unfinished_batches=self._queue.qsize() + self._prepared.qsize())
             self._prepare_thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)
+            close = getattr(self.tagger, "close", None)
+            if callable(close):
+                close()  # a tagger with a child process stops it
 
     # ------------------------------------------------------------------ reading
     async def refresh_streams(self) -> list[str]:

@@ -43,6 +43,10 @@ def build_tagger(settings: Settings) -> Tagger:
     """The tagging step the settings ask for (rules by default; ``none`` records untagged)."""
     if settings.tagger == "none":
         return NoOpTagger()
+    if not settings.tag_in_process:
+        from daemon.tagging.worker import ProcessTagger
+
+        return ProcessTagger(settings.tag_history)
     from daemon.tagging import make_tagger
 
     tagger: Tagger = make_tagger(settings.tagger, settings.tag_history)

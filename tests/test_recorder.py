@@ -436,3 +436,20 @@ def test_a_model_backend_adds_a_second_tag_version_after_ingest(
             assert record.tags.tagger_version == "model-length-1"  # the latest version is current
     finally:
         store.close()
+
+
+def test_tagging_in_a_child_process_records_the_same_tags(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    from daemon.tagging import RulesTagger
+
+    messages = make_messages("gemini", 40, conversation="child-tagging")
+    publish(redis_client, keys, messages)
+    settings = make_settings(tag_in_process=False, batch_size=7)
+    run_daemon(settings, burst=True)
+    expected = RulesTagger(history=settings.tag_history).tag_batch(messages)
+    store = open_store(settings, create=False)
+    try:
+        assert [store.get(m.message_id).tags for m in messages] == expected  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -1,0 +1,145 @@
+"""Tagging in a worker process, so the rules tagger runs on its own core beside ingest.
+
+The rules tagger is pure Python: in the daemon's process it would share one interpreter lock with
+validation, the store and the Redis I/O. :class:`ProcessTagger` keeps one child process that owns a
+:class:`~daemon.tagging.rules.RulesTagger` (and so the conversations' history) and sends it each batch.
+It implements the same :class:`~daemon.tagging.base.Tagger` protocol, so the recorder does not know the
+difference. One child, used by one thread at a time, keeps the history in message order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import orjson
+import structlog
+
+from schemas import SIGNAL_NAMES, AgentMessage, Tags
+
+log = structlog.get_logger()
+
+#: The child's tagger, built once by the pool initializer.
+_CHILD_TAGGER: Any = None
+
+Row = tuple[str, str, str, str | None, str]  # message_id, agent, conversation_id, reply_to, content
+
+
+def _init_child(history: int) -> None:
+    global _CHILD_TAGGER
+    from daemon.tagging.rules import RulesTagger
+
+    _CHILD_TAGGER = RulesTagger(history=history)
+
+
+#: What crosses the process boundary per message: plain values (cheap to pickle), the evidence as JSON.
+Packed = tuple[str, str, float, tuple[int, ...], int, int, str, bytes]
+
+
+def _child_tag(rows: list[Row]) -> list[Packed | str]:
+    """In the child: tag rows in order. Each result is packed, or an error text for that message."""
+    out: list[Packed | str] = []
+    for message_id, agent, conversation_id, reply_to, content in rows:
+        try:
+            t = _CHILD_TAGGER.tag_text(content, conversation_id, message_id, agent, reply_to)
+            signals = tuple(getattr(t.signals, name) for name in SIGNAL_NAMES)
+            evidence = orjson.dumps(t.evidence)
+            out.append(
+                (
+                    t.tier,
+                    t.tier_rule,
+                    t.tier_confidence,
+                    signals,
+                    t.novelty,
+                    t.emergence,
+                    t.tagger_version,
+                    evidence,
+                )
+            )
+        except Exception as exc:  # one odd message must not cost the batch its tags
+            out.append(f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def _unpack(packed: Packed) -> Tags:
+    tier, rule, confidence, signals, novelty, emergence, version, evidence = packed
+    return Tags.model_validate(
+        {
+            "tier": tier,
+            "tier_rule": rule,
+            "tier_confidence": confidence,
+            "signals": dict(zip(SIGNAL_NAMES, signals, strict=True)),
+            "novelty": novelty,
+            "emergence": emergence,
+            "tagger_version": version,
+            "evidence": orjson.loads(evidence),
+        }
+    )
+
+
+def _child_prime(conversation_id: str, rows: list[Row]) -> None:
+    from daemon.tagging.history import PastMessage
+    from daemon.tagging.text import extract
+
+    hist = _CHILD_TAGGER._cache.reset(conversation_id)
+    for message_id, agent, _, _, content in rows[-hist.max_messages :] if hist.max_messages else ():
+        hist.add(PastMessage(message_id, agent, extract(content).content_terms))
+
+
+def _row(message: AgentMessage) -> Row:
+    return (message.message_id, message.agent, message.conversation_id, message.reply_to, message.content)
+
+
+class ProcessTagger:
+    """The rules tagger in a child process (``spawn``: safe beside threads and an event loop)."""
+
+    def __init__(self, history: int = 20) -> None:
+        """``history``: earlier messages the child remembers per conversation."""
+        from daemon.tagging.rules import RULES_VERSION
+
+        self.version = RULES_VERSION
+        self._history = history
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_child,
+                initargs=(self._history,),
+            )
+        return self._pool
+
+    def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
+        """Tag in the child; a message it could not tag gets ``None``. A dead child is replaced (it
+        loses the history it held; the recorder primes conversations again as it meets them)."""
+        if not messages:
+            return []
+        try:
+            packed = self._executor().submit(_child_tag, [_row(m) for m in messages]).result()
+        except BrokenProcessPool:
+            log.error("tagger_process_died")
+            self.close()
+            raise
+        out: list[Tags | None] = []
+        for message, item in zip(messages, packed, strict=True):
+            if isinstance(item, str):
+                log.warning("tagging_failed", message_id=message.message_id, error=item)
+                out.append(None)
+            else:
+                out.append(_unpack(item))
+        return out
+
+    def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
+        """Load a conversation's earlier messages into the child's history."""
+        self._executor().submit(_child_prime, conversation_id, [_row(m) for m in history]).result()
+
+    def close(self) -> None:
+        """Stop the child process."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
