@@ -320,6 +320,9 @@ class Recorder:
         except Exception as exc:  # the batch boundary: one broad except, and nothing is acked
             self._batch_failed(batch, exc)
             return
+        # Only the dead letters stored just now: a redelivered entry dead-lettered before is not sent again.
+        fresh = set(result.new_dead_letters)
+        letters = [dl for dl in letters if f"{dl.stream}/{dl.entry_id}" in fresh]
         await self._redis_until_done(self.ops.publish_dead_letters, letters)
         acks: dict[str, list[str]] = defaultdict(list)
         for entry in batch.entries:

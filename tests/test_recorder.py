@@ -453,3 +453,37 @@ def test_tagging_in_a_child_process_records_the_same_tags(
         assert [store.get(m.message_id).tags for m in messages] == expected  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_an_entry_dead_lettered_before_its_ack_was_lost_is_not_dead_lettered_twice(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    """The daemon died after committing a dead letter and before acking the entry: Redis delivers it
+    again, and it must neither become a second dead letter nor reach the dead-letter stream twice."""
+    from datetime import UTC, datetime
+
+    from daemon.intake import RawEntry, dead_letter
+
+    settings = make_settings(claim_idle_ms=1)
+    stream = keys.agent_stream("claude")
+    redis_client.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    entry_id = redis_client.xadd(stream, {b"data": b"not json"}).decode()  # type: ignore[union-attr]
+    redis_client.xreadgroup(CONSUMER_GROUP, "died-before-ack", {stream: ">"})
+    store = open_store(settings)
+    try:
+        first = dead_letter(
+            RawEntry(stream, entry_id, {b"data": b"not json"}),
+            RejectReason.INVALID_JSON,
+            "data is not valid JSON",
+            datetime.now(UTC),
+            "died-before-ack",
+        )
+        assert store.commit_batch([], [first]).dead_letters == 1
+    finally:
+        store.close()
+
+    run_daemon(settings, burst=True)  # claims the entry, rejects it again, acks it
+
+    assert counts(settings).dead_letters == 1
+    assert redis_client.xlen(keys.deadletter) == 0  # the first attempt never got that far
+    assert group_pending(redis_client, stream) == 0

@@ -28,7 +28,9 @@ class CommitResult:
     duplicates: list[str] = field(default_factory=list)
     #: same message_id and same stream entry: Redis redelivered an entry we had already committed
     redelivered: list[str] = field(default_factory=list)
-    dead_letters: int = 0  #: dead letters written in the same transaction
+    dead_letters: int = 0  #: dead letters written in the same transaction (not counting ones stored before)
+    #: "<stream>/<entry_id>" of those dead letters; an entry dead-lettered before is not stored again
+    new_dead_letters: list[str] = field(default_factory=list)
     committed_at: datetime | None = None
 
 
