@@ -60,10 +60,9 @@ from daemon.config import Settings  # noqa: E402
 from daemon.logs import configure_logging  # noqa: E402
 from daemon.metrics import Counters  # noqa: E402
 from daemon.recorder import Recorder  # noqa: E402
-from daemon.service import tune_gc_for_ingest  # noqa: E402
 from daemon.redis_conn import async_client  # noqa: E402
 from daemon.redis_server import RedisServer, free_port  # noqa: E402
-from daemon.service import build_tagger  # noqa: E402
+from daemon.service import build_tagger, tune_process_for_ingest  # noqa: E402
 from daemon.store import open_store  # noqa: E402
 from daemon.streams import StreamOps  # noqa: E402
 from schemas import CONSUMER_GROUP, DATA_FIELD, AgentMessage, StreamKeys  # noqa: E402
@@ -511,7 +510,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="tagger during the latency phase (default: rules if available, the daemon's default)",
     )
     p.add_argument(
-        "--tag-process", action="store_true", help="run the rules tagger in a child process (tag_in_process=false)"
+        "--tag-process",
+        action="store_true",
+        help="run the rules tagger in a child process (tag_in_process=false)",
     )
     p.add_argument("--skip-bare", action="store_true", help="skip the bare consumer (no ratio then)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the temporary directory goes")
@@ -557,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = wire(*plan.rows[0], None, datetime.now(UTC))[1]
         AgentMessage.model_validate_json(sample)  # the generator writes valid envelopes
         # The same collector settings `aced run` uses (after the plan exists, so it is frozen out too).
-        tune_gc_for_ingest()
+        tune_process_for_ingest()
         sizes = sorted(len(r[2]) for r in plan.rows)
         print(
             f"  generated in {time.perf_counter() - t:.1f}s; content chars p50 {sizes[len(sizes) // 2]}, "

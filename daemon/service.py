@@ -12,6 +12,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -234,15 +235,18 @@ def _submit_all(model_tagger: AsyncModelTagger) -> Callable[[list[Record]], None
     return submit
 
 
-def tune_gc_for_ingest() -> None:
-    """Process-wide garbage-collector settings for a daemon process (``aced run`` calls this).
+def tune_process_for_ingest() -> None:
+    """Process-wide interpreter settings for a daemon process (``aced run`` calls this).
 
-    Ingest allocates many short-lived, acyclic objects that reference counting frees; with the default
-    gen-0 threshold (700) the cyclic collector re-scanned the heap several times per batch. Cycles are
-    still collected, less often; what is alive after start-up is frozen out of the scans."""
+    - Ingest allocates many short-lived, acyclic objects that reference counting frees; with the default
+      gen-0 threshold (700) the cyclic collector re-scanned the heap several times per batch. Cycles are
+      still collected, less often; what is alive after start-up is frozen out of the scans.
+    - The commit thread gives up the GIL around every SQLite step; with the default 5 ms switch interval
+      it then waited up to 5 ms each time behind the tagging thread. 1 ms bounds that wait."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
+    sys.setswitchinterval(0.001)
 
 
 def run_daemon(settings: Settings, burst: bool = False) -> int:

@@ -27,11 +27,11 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from daemon.logs import configure_logging
     from daemon.redis_conn import RedisUnavailable
-    from daemon.service import ServiceError, run_daemon, tune_gc_for_ingest
+    from daemon.service import ServiceError, run_daemon, tune_process_for_ingest
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
-    tune_gc_for_ingest()
+    tune_process_for_ingest()
     try:
         return run_daemon(settings, burst=args.burst)
     except (ServiceError, RedisUnavailable) as exc:
