@@ -1,0 +1,80 @@
+"""The rules tagger's output, frozen: every tag, score, rule and evidence entry, in its exact order.
+
+``tests/data/tagging/golden_tags.jsonl`` holds what the rules tagger (RULES_VERSION ``rules-1``) produced for
+the first 2,000 messages of ``bench/tagging_speed.py``'s ``make_messages(10000, 0)`` (tagged by one
+RulesTagger in batches of 500, as the daemon does), then for ``dev.jsonl`` and ``heldout.jsonl`` as
+``aced tag`` sees them (each file through its own ``tag_stream``). Speed work on the tagger must keep every
+line byte-for-byte: lines are compared as JSON text, so the order of evidence keys and marker lists counts.
+
+A deliberate change of rules (a new lexicon entry, weight or threshold) bumps RULES_VERSION and regenerates
+the file with the ``_lines`` function below::
+
+    python -c "from tests.test_tagging_golden import _lines; print('\\n'.join(_lines()))" \\
+        > tests/data/tagging/golden_tags.jsonl
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+from types import ModuleType
+
+from daemon.cli.tag import tag_stream
+from daemon.tagging import RULES_VERSION, RulesTagger
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data" / "tagging"
+GOLDEN = DATA / "golden_tags.jsonl"
+BENCH_MESSAGES = 2000
+BATCH = 500
+
+
+def _dump(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tagging_speed", REPO / "bench" / "tagging_speed.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lines() -> list[str]:
+    """The golden file's lines as the current code produces them."""
+    lines: list[str] = []
+    messages = _bench_module().make_messages(10_000, 0)[:BENCH_MESSAGES]
+    tagger = RulesTagger()
+    for i in range(0, len(messages), BATCH):
+        batch = messages[i : i + BATCH]
+        for message, tags in zip(batch, tagger.tag_batch(batch), strict=True):
+            assert tags is not None
+            dumped = tags.model_dump(mode="json")
+            lines.append(_dump({"source": "bench", "message_id": message.message_id, "tags": dumped}))
+    for name in ("dev.jsonl", "heldout.jsonl"):
+        sink = io.BytesIO()
+        assert tag_stream(io.BytesIO((DATA / name).read_bytes()), sink) == 0
+        for raw in sink.getvalue().decode("utf-8").splitlines():
+            lines.append(_dump({"source": name, "out": json.loads(raw)}))
+    return lines
+
+
+def test_golden_file_covers_bench_and_eval_set() -> None:
+    golden = GOLDEN.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in golden]
+    sources = [row["source"] for row in rows]
+    assert sources.count("bench") == BENCH_MESSAGES
+    assert sources.count("dev.jsonl") > 0 and sources.count("heldout.jsonl") > 0
+    versions = {row.get("tags", row.get("out", {})).get("tagger_version") for row in rows}
+    assert versions == {RULES_VERSION}
+
+
+def test_rules_tagger_reproduces_golden_tags_exactly() -> None:
+    golden = GOLDEN.read_text(encoding="utf-8").splitlines()
+    produced = _lines()
+    assert len(produced) == len(golden)
+    for number, (want, got) in enumerate(zip(golden, produced, strict=True), start=1):
+        assert got == want, f"golden line {number} differs"
