@@ -30,6 +30,7 @@ class MeshRef:
         path: the file for ``kind == "file"``.
         index: the generator index for ``kind == "procedural"``.
         seed: the generator seed for ``kind == "procedural"``.
+        parts: the most primitives per procedural mesh.
         label: class name or synset when the source has one.
         split_hint: ``"test"`` when the source fixes the test split (ModelNet's test folders), else ``""``.
     """
@@ -41,6 +42,7 @@ class MeshRef:
     seed: int = 0
     label: str = ""
     split_hint: str = ""
+    parts: int = 3
 
 
 def _safe_id(text: str) -> str:
@@ -88,13 +90,19 @@ def list_folder(root: Path) -> list[MeshRef]:
     return refs
 
 
-def list_procedural(count: int, seed: int) -> list[MeshRef]:
-    """List ``count`` procedural meshes; each is generated from ``(seed, index)`` alone."""
-    return [MeshRef(f"proc_s{seed}_{i:06d}", "procedural", index=i, seed=seed) for i in range(count)]
+def list_procedural(count: int, seed: int, parts: int = 3) -> list[MeshRef]:
+    """List ``count`` procedural meshes of at most ``parts`` primitives; each depends on (seed, index) only."""
+    tag = "" if parts == 3 else f"p{parts}_"
+    return [
+        MeshRef(f"proc_{tag}s{seed}_{i:06d}", "procedural", index=i, seed=seed, parts=parts)
+        for i in range(count)
+    ]
 
 
 def list_source(spec: str, count: int, seed: int) -> list[MeshRef]:
-    """Parse a ``--source`` value (``procedural``, ``modelnet:PATH``, ``shapenet:PATH``, ``folder:PATH``).
+    """Parse a ``--source``: ``procedural[:PARTS]``, ``modelnet:PATH``, ``shapenet:PATH`` or ``folder:PATH``.
+
+    ``procedural:1`` gives single primitives only, ``procedural`` (or ``procedural:3``) up to 3 combined.
 
     Args:
         spec: the source specification.
@@ -106,7 +114,9 @@ def list_source(spec: str, count: int, seed: int) -> list[MeshRef]:
     """
     kind, _, arg = spec.partition(":")
     if kind == "procedural":
-        return list_procedural(count, seed)
+        if arg not in ("", "1", "2", "3"):
+            raise ValueError(f"procedural source takes at most 3 parts: {spec!r}")
+        return list_procedural(count, seed, int(arg or 3))
     listers = {"modelnet": list_modelnet, "shapenet": list_shapenet, "folder": list_folder}
     if kind not in listers:
         raise ValueError(
@@ -240,7 +250,7 @@ def load_ref(ref: MeshRef) -> tuple[trimesh.Trimesh, bool]:
     if ref.kind == "procedural":
         from training.procedural import generate
 
-        mesh = generate(ref.seed, ref.index)
+        mesh = generate(ref.seed, ref.index, ref.parts)
     else:
         mesh = read_mesh(Path(ref.path))
     mesh, repaired = repair(mesh)

@@ -1,16 +1,18 @@
 """ResNet50 image encoder and a dense 3D decoder that predicts an SDF grid from one image.
 
-Shapes (B = batch, R = grid side, C0 = ``base_channels``, h x w = the trunk's output map)::
+Shapes (B = batch, R = grid side, C0 = ``base_channels``)::
 
-    image (B, 3, H, W) --ResNet50 trunk--> (B, 2048, H/32, W/32) --adaptive avg pool--> (B, 2048, 4, 4)
-      --Conv2d 1x1 (the lift: C0 channels x 4 depth slices per image cell)--> (B, C0 * 4, 4, 4)
-      --reshape and reorder to grid axes [x, y, z]--> (B, C0, 4, 4, 4)
+    image (B, 3, H, W) --ResNet50 stem..layer3--> f3 (B, 1024, H/16, W/16)
+      --layer4--> f4 (B, 2048, H/32, W/32)
+    [pool4(f3), pool4(f4)] (B, 3072, 4, 4) --Conv2d 1x1, BN, ReLU--> (B, 64, 4, 4) --flatten--> (B, 1024)
+      --Linear--> (B, C0 * 4^3) --reshape--> (B, C0, 4, 4, 4)
       --log2(R/4) x [ConvTranspose3d stride 2, BN, ReLU (, Conv3d 3x3x3, BN, ReLU)]--> (B, C, R, R, R)
       --Conv3d 3x3x3--> (B, R, R, R) residual, added to a prior grid --> SDF
 
-The lift keeps the image layout: image column -> grid x, image row (flipped, rows grow downwards) -> grid y,
-and the 4 depth slices of each cell -> grid z (towards the camera in the view frame). Pooling the trunk to one
-vector instead would throw away where the object is in the image, which is most of what a single view tells.
+The lift keeps where things are in the image (a 4 x 4 map rather than one pooled vector: the object's
+position and extent in the image are most of what a single view tells) and still lets every voxel of the
+seed volume see the whole image through the linear layer. layer3 is used beside layer4 because at 64 px
+layer4's map is only 2 x 2.
 
 The prior is a buffer holding the training set's mean SDF grid (set once from the data, then saved in the
 state dict): the network starts from the mean shape and learns what the image says about the difference,
@@ -57,14 +59,16 @@ class SDFNet(nn.Module):
         if args.pretrained_path:
             state = torch.load(Path(args.pretrained_path), map_location="cpu", weights_only=True)
             resnet.load_state_dict(state)
-        self.backbone = nn.Sequential(*list(resnet.children())[:-2])  # drop avgpool and fc: keep the map
-        c = args.base_channels
-        self.lift = nn.Sequential(
-            nn.AdaptiveAvgPool2d(4),
-            nn.Conv2d(2048, c * 4, kernel_size=1),
-            nn.BatchNorm2d(c * 4),
-            nn.ReLU(inplace=True),
+        self.trunk = nn.Sequential(  # stem + layer1..3
+            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3
         )
+        self.layer4 = resnet.layer4
+        c = args.base_channels
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.reduce = nn.Sequential(
+            nn.Conv2d(1024 + 2048, 64, kernel_size=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
+        self.lift = nn.Sequential(nn.Linear(64 * 16, c * 64), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         for level in range(int(steps)):
             out = max(16, c // 2)
@@ -95,9 +99,10 @@ class SDFNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map ``(B, 3, H, W)`` normalised images to ``(B, R, R, R)`` SDF grids."""
-        feats = self.backbone(image)  # (B, 2048, h, w)
-        vol = self.lift(feats).view(-1, self.args.base_channels, 4, 4, 4)  # (B, C0, depth, row, col)
-        vol = vol.flip(3).permute(0, 1, 4, 3, 2)  # (B, C0, x=col, y=row upwards, z=depth)
+        f3 = self.trunk(image)  # (B, 1024, H/16, W/16)
+        f4 = self.layer4(f3)  # (B, 2048, H/32, W/32)
+        cells = self.reduce(torch.cat([self.pool(f3), self.pool(f4)], dim=1))  # (B, 64, 4, 4)
+        vol = self.lift(cells.flatten(1)).view(-1, self.args.base_channels, 4, 4, 4)  # (B, C0, 4, 4, 4)
         return self.head(self.decoder(vol)).squeeze(1) + self.prior  # (B, R, R, R)
 
     def construction_args(self) -> dict[str, object]:

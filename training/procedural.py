@@ -40,22 +40,23 @@ def _random_rotation_deg(rng: np.random.Generator) -> list[float]:
     return rng.uniform(0.0, 360.0, size=3).tolist()
 
 
-def generate(seed: int, index: int) -> trimesh.Trimesh:
+def generate(seed: int, index: int, max_parts: int = 3) -> trimesh.Trimesh:
     """Generate procedural mesh number ``index`` of the family ``seed``.
 
-    About half the meshes are single primitives; the rest combine 2-3 primitives, each with its own random
-    scale, rotation and offset, by union or difference. Differences that remove everything fall back to the
-    first part, so every index yields a mesh.
+    With ``max_parts`` 3, 40 % of the meshes are single primitives and the rest combine 2-3 primitives, each
+    with its own random scale, rotation and offset, by union or difference. Differences that would remove most
+    of the shape fall back to the shape before, so every index yields a mesh.
 
     Args:
         seed: family seed.
         index: mesh number within the family.
+        max_parts: at most this many primitives per mesh (1 to 3); 1 gives single primitives only.
 
     Returns:
         A watertight triangle mesh (not yet normalised).
     """
     rng = np.random.default_rng([seed, index])
-    n_parts = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
+    n_parts = min(max_parts, int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2])))
     parts = []
     for _ in range(n_parts):
         part = _primitive(str(rng.choice(PRIMITIVES)), rng)

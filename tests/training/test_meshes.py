@@ -127,3 +127,8 @@ def test_list_source_errors(tmp_path):
     with pytest.raises(ValueError, match="no meshes"):
         list_source(f"folder:{tmp_path}", 1, 0)
     assert len(list_source("procedural", 5, 0)) == 5
+    singles = list_source("procedural:1", 6, 0)
+    assert all(r.parts == 1 for r in singles)
+    assert len({r.mesh_id for r in singles} & {r.mesh_id for r in list_source("procedural", 6, 0)}) == 0
+    with pytest.raises(ValueError, match="at most 3 parts"):
+        list_source("procedural:9", 1, 0)
