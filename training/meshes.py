@@ -91,7 +91,7 @@ def list_folder(root: Path) -> list[MeshRef]:
 
 
 def list_procedural(count: int, seed: int, parts: int = 3) -> list[MeshRef]:
-    """List ``count`` procedural meshes of at most ``parts`` primitives; each depends on (seed, index) only."""
+    """List ``count`` procedural meshes of at most ``parts`` primitives, from (seed, index) alone."""
     tag = "" if parts == 3 else f"p{parts}_"
     return [
         MeshRef(f"proc_{tag}s{seed}_{i:06d}", "procedural", index=i, seed=seed, parts=parts)

@@ -8,6 +8,7 @@ the parent knows which job each worker holds and since when, and kills the worke
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import time
 import traceback
@@ -29,8 +30,14 @@ class JobResult:
 
 
 def _worker_main(fn: Callable[..., Any], tasks: Any, results: Any, worker_idx: int) -> None:
+    parent = os.getppid()
     while True:
-        item = tasks.get()
+        try:
+            item = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the builder died (killed): do not linger as an orphan
+                return
+            continue
         if item is None:
             return
         key, args = item
