@@ -78,3 +78,24 @@ def test_rules_tagger_reproduces_golden_tags_exactly() -> None:
     assert len(produced) == len(golden)
     for number, (want, got) in enumerate(zip(golden, produced, strict=True), start=1):
         assert got == want, f"golden line {number} differs"
+
+
+def test_signal_gates_name_the_families_each_step_needs() -> None:
+    """``tag_text`` skips a signal step whose gate families all missed; the step must then score 0 with
+    no evidence, which is what this checks on real messages with the gate families taken out."""
+    from daemon.tagging.rules import SIGNAL_GATES, SIGNAL_STEPS, MessageContext
+    from daemon.tagging.text import extract
+
+    assert tuple(SIGNAL_GATES) == tuple(SIGNAL_STEPS)
+    tagger = RulesTagger()
+    messages = _bench_module().make_messages(200, 0)
+    for message in messages:
+        features = extract(message.content)
+        hits = tagger._index.match(features)
+        for name, gate in SIGNAL_GATES.items():
+            if not gate:
+                continue
+            without = {family: markers for family, markers in hits.items() if family not in gate}
+            ctx = MessageContext(message.message_id, message.agent, None, features, without, 50, (), set())
+            result = SIGNAL_STEPS[name](ctx)
+            assert result.score == 0 and not result.evidence, (name, message.message_id)

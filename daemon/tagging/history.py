@@ -41,8 +41,24 @@ class ConversationHistory:
         """How many of ``terms`` the remembered messages did not use."""
         return len(terms.difference(self.seen))
 
-    def add(self, message: PastMessage) -> None:
-        """Remember ``message`` as the newest one; the deque drops the oldest past ``max_messages``."""
+    def unseen_then_seen(self, terms: frozenset[str]) -> int:
+        """:meth:`unseen` of ``terms``, which then count as seen: what ``add`` of a message with these terms
+        does to :attr:`seen`, so ``add(message, terms_seen=True)`` must follow.
+
+        One set operation instead of two: how much ``seen`` grows is how many of ``terms`` it lacked.
+        """
+        if self.max_messages <= 0:
+            return len(terms)
+        seen = self.seen
+        before = len(seen)
+        seen |= terms
+        return len(seen) - before
+
+    def add(self, message: PastMessage, terms_seen: bool = False) -> None:
+        """Remember ``message`` as the newest one; the deque drops the oldest past ``max_messages``.
+
+        ``terms_seen``: :meth:`unseen_then_seen` already added its terms to :attr:`seen`.
+        """
         self.agents.add(message.agent)
         if self.max_messages <= 0:
             return
@@ -51,7 +67,7 @@ class ConversationHistory:
         if self._adds >= self.max_messages:
             self.seen = set().union(*[m.terms for m in self.messages])
             self._adds = 0
-        else:
+        elif not terms_seen:
             self.seen |= message.terms
 
 

@@ -12,6 +12,7 @@ machine form; change both together and bump ``RULES_VERSION`` in ``rules.py``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import chain
 
 from daemon.tagging.text import STOPWORDS, TextFeatures, tokenize
 
@@ -609,13 +610,20 @@ def _anchor(tokens: tuple[str, ...]) -> str:
 
 
 class MarkerIndex:
-    """All lexicons compiled into an anchor index; :meth:`match` finds every marker in one pass."""
+    """All lexicons compiled into an anchor index; :meth:`match` finds every marker in one pass.
 
-    __slots__ = ("_entries", "_keys")
+    The evidence order is fixed by the anchors: markers are listed by (anchor, family, marker), where the
+    anchor is the word :func:`_anchor` indexes a phrase by (a one-word marker is its own anchor). Every marker
+    gets its *rank* in that order once, here; :meth:`match` collects the ranks of the markers it finds in any
+    order, sorts those few integers and groups them by family. That frees the lookups from walking the anchors
+    in order, so one-word markers come out of a set intersection and a C-level chain instead of a Python loop.
+    """
+
+    __slots__ = ("_phrase_keys", "_phrases", "_ranked", "_single_keys", "_singles")
 
     def __init__(self, lexicons: Mapping[str, Iterable[str]]) -> None:
         """Index ``lexicons`` (family -> markers); markers are tokenised exactly like message text."""
-        entries: dict[str, set[tuple[str, str, str]]] = {}
+        entries: set[tuple[str, str, str, str, tuple[str, ...]]] = set()
         for family, markers in lexicons.items():
             for marker in markers:
                 toks = tokenize(marker)
@@ -625,26 +633,57 @@ class MarkerIndex:
                 # then confirmed on the joined tokens, which only happens when its rarest-looking word occurs.
                 anchor = toks[0] if len(toks) == 1 else _anchor(toks)
                 phrase = "" if len(toks) == 1 else " " + " ".join(toks) + " "
-                entries.setdefault(anchor, set()).add((family, " ".join(toks), phrase))
-        self._entries = {k: tuple(sorted(v)) for k, v in entries.items()}
-        self._keys = frozenset(self._entries)
+                entries.add((anchor, family, " ".join(toks), phrase, toks))
+        singles: dict[str, list[int]] = {}
+        phrase_ranks: dict[str, list[int]] = {}  # a phrase may be a marker of several families
+        phrases: dict[str, dict[str, frozenset[str]]] = {}
+        ranked: list[tuple[str, str]] = []
+        for rank, (anchor, family, marker, phrase, toks) in enumerate(sorted(entries)):
+            ranked.append((family, marker))
+            if phrase:
+                phrase_ranks.setdefault(phrase, []).append(rank)
+                phrases.setdefault(anchor, {})[phrase] = frozenset(toks)
+            else:
+                singles.setdefault(anchor, []).append(rank)
+        self._ranked = tuple(ranked)
+        self._singles = {k: tuple(v) for k, v in singles.items()}
+        self._single_keys = frozenset(singles)
+        # All of a phrase's words must be among the message's tokens before the (dearer) substring search
+        # runs: a frequent anchor ("with" of "go with") then rarely costs a search through the message.
+        self._phrases = {
+            anchor: tuple((phrase, words, tuple(phrase_ranks[phrase])) for phrase, words in by_phrase.items())
+            for anchor, by_phrase in phrases.items()
+        }
+        self._phrase_keys = frozenset(phrases)
 
     def match(self, features: TextFeatures) -> dict[str, list[str]]:
         """family -> markers found in ``features``, in a fixed order (families with no hit are absent)."""
-        out: dict[str, list[str]] = {}
+        token_set = features.token_set
+        # one-word markers: every rank of every marker word present, without a Python-level loop
+        ranks = list(chain.from_iterable(map(self._singles.__getitem__, token_set & self._single_keys)))
         joined = features.joined
-        entries = self._entries
-        # Sorted anchors: set iteration order depends on the per-process string hash seed, and the
-        # evidence must be the same in every process.
-        for anchor in sorted(features.token_set & self._keys):
-            for family, marker, phrase in entries[anchor]:
-                if not phrase or phrase in joined:
-                    found = out.get(family)
-                    if found is None:
-                        out[family] = [marker]
-                    else:
-                        found.append(marker)
-        return out
+        for phrase, words, phrase_ranks in chain.from_iterable(
+            map(self._phrases.__getitem__, token_set & self._phrase_keys)
+        ):
+            if words <= token_set and phrase in joined:
+                ranks += phrase_ranks
+        # Sorted ranks: set iteration order depends on the per-process string hash seed, and the evidence
+        # must be the same in every process.
+        ranks.sort()
+        return _group(ranks, self._ranked)
+
+
+def _group(ranks: list[int], ranked: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    """family -> markers of the sorted ``ranks``, families in order of their first marker."""
+    out: dict[str, list[str]] = {}
+    for rank in ranks:
+        family, marker = ranked[rank]
+        found = out.get(family)
+        if found is None:
+            out[family] = [marker]
+        else:
+            found.append(marker)
+    return out
 
 
 #: The index the rules tagger uses.

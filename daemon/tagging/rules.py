@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from typing import Any, NamedTuple
 
 import structlog
@@ -63,7 +64,9 @@ _NO_EXTRA: dict[str, Any] = {}
 
 
 def _clamp(value: float) -> int:
-    return max(0, min(100, round(value)))
+    rounded = round(value)
+    # two comparisons rather than calls to min and max: this runs a dozen times per message
+    return 0 if rounded < 0 else 100 if rounded > 100 else rounded
 
 
 # ---------------------------------------------------------------- novelty against history
@@ -76,9 +79,14 @@ def term_novelty(features: TextFeatures, history: ConversationHistory) -> tuple[
     if not terms:
         return 0, 0, 0
     unseen = history.unseen(terms)
-    share = unseen / len(terms)
-    damping = min(1.0, len(terms) / 8)
-    return _clamp(100 * share * damping), unseen, len(terms)
+    return _novelty_score(unseen, len(terms)), unseen, len(terms)
+
+
+def _novelty_score(unseen: int, n_terms: int) -> int:
+    """:func:`term_novelty`'s score from its counts (``n_terms`` > 0)."""
+    share = unseen / n_terms
+    damping = min(1.0, n_terms / 8)
+    return _clamp(100 * share * damping)
 
 
 # ---------------------------------------------------------------- tier
@@ -96,35 +104,35 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
     3. otherwise the larger of the execution and dialogue votes, execution winning ties when the
        message carries concrete work (numbers, tasks, status).
     """
-    n = {family: len(markers) for family, markers in hits.items()}
     if features.code_share >= _E_CODE_SHARE:
         return TierDecision("E", "E.code_block", 0.95, {"code_share": round(features.code_share, 2)})
     if features.table_rows >= 3:
         return TierDecision("E", "E.table", 0.9, {"table_rows": features.table_rows})
 
-    choice, system, ratify = n.get("A.choice", 0), n.get("A.system", 0), n.get("A.ratify", 0)
+    # len(get(family, ())): how many markers of the family the message has
+    get = hits.get
+    choice, system, ratify = len(get("A.choice", ())), len(get("A.system", ())), len(get("A.ratify", ()))
     # A direction needs a subject: proposing or asking only counts when it is about a system-level thing;
     # an explicit ratification ("Decision: ...") counts on its own.
     a_vote = 4.0 * min(ratify, 2) + ((2.0 * choice + 1.0 * min(system, 3)) if choice and system else 0.0)
     c_vote = (
-        1.5 * n.get("C.agree", 0)
-        + 1.5 * n.get("C.concern", 0)
-        + 1.0 * n.get("C.question", 0)
-        + 2.0 * n.get("C.reflection", 0)
-        + 1.0 * n.get("C.synthesis", 0)
+        1.5 * len(get("C.agree", ()))
+        + 1.5 * len(get("C.concern", ()))
+        + 1.0 * len(get("C.question", ()))
+        + 2.0 * len(get("C.reflection", ()))
+        + 1.0 * len(get("C.synthesis", ()))
         + (1.0 if features.n_questions else 0.0)
         # weighing options and talking about who is good at what is dialogue, not a deliverable
-        + 0.5 * min(n.get("solution_quality.tradeoff", 0), 4)
-        + 1.0 * min(n.get("specialization_recognition.strength", 0), 2)
+        + 0.5 * min(len(get("solution_quality.tradeoff", ())), 4)
+        + 1.0 * min(len(get("specialization_recognition.strength", ())), 2)
     )
     e_vote = (
-        2.0 * n.get("E.status", 0)
-        + 1.5 * n.get("E.task", 0)
-        + 0.5 * min(n.get("E.spec", 0), 6)
+        2.0 * len(get("E.status", ()))
+        + 1.5 * len(get("E.task", ()))
+        + 0.5 * min(len(get("E.spec", ())), 6)
         + min(3.0, features.n_digits / 8)
         + (2.0 if features.code_share > 0 else 0.0)
     )
-    votes = {"A": a_vote, "C": c_vote, "E": e_vote}
     if a_vote >= 4.0 and a_vote >= max(c_vote, e_vote) - 1.0:
         tier: Tier = "A"
         rule = "A.direction_on_system" if features.n_questions == 0 else "A.direction_question"
@@ -134,10 +142,11 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
         tier, rule = "C", "C.dialogue"
     else:
         tier, rule = "C", "C.default_no_markers"
-    ranked = sorted(votes.values(), reverse=True)
+    ranked = sorted((a_vote, c_vote, e_vote), reverse=True)
     margin = ranked[0] - ranked[1]
     confidence = 0.4 if ranked[0] == 0 else min(0.95, 0.5 + 0.08 * margin)
-    return TierDecision(tier, rule, round(confidence, 2), {k: round(v, 2) for k, v in votes.items()})
+    votes = {"A": round(a_vote, 2), "C": round(c_vote, 2), "E": round(e_vote, 2)}
+    return TierDecision(tier, rule, round(confidence, 2), votes)
 
 
 # ---------------------------------------------------------------- signals
@@ -146,18 +155,18 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
 def score_novelty(ctx: MessageContext) -> SignalScore:
     """Novelty: a new idea, angle or approach. Idea markers say an approach is put forward; the share of
     terms unseen in the conversation says whether it is new to it."""
-    strong = ctx.hits.get("novelty.idea", [])
-    weak = ctx.hits.get("novelty.weak_idea", [])
+    strong = ctx.hits.get("novelty.idea", ())
+    weak = ctx.hits.get("novelty.weak_idea", ())
     if not strong and not weak:
-        return SignalScore(_clamp(min(30, ctx.novelty * 0.3)), {})
+        return SignalScore(_clamp(min(30, ctx.novelty * 0.3)), _NO_EXTRA)
     score = 30 * min(len(strong), 2) + 12 * min(len(weak), 3) + ctx.novelty * 0.3
     return SignalScore(_clamp(score), _NO_EXTRA)
 
 
 def score_solution_quality(ctx: MessageContext) -> SignalScore:
     """Solution quality: a proposal (or a recommendation) that weighs trade-offs, risks or fallbacks."""
-    trade = ctx.hits.get("solution_quality.tradeoff", [])
-    proposal = ctx.hits.get("solution_quality.proposal", [])
+    trade = ctx.hits.get("solution_quality.tradeoff", ())
+    proposal = ctx.hits.get("solution_quality.proposal", ())
     if not trade:
         return SignalScore(0, {})
     score = 18 * min(len(trade), 4) + (12 if proposal else 0)
@@ -166,8 +175,8 @@ def score_solution_quality(ctx: MessageContext) -> SignalScore:
 
 def score_assumption_challenge(ctx: MessageContext) -> SignalScore:
     """Assumption challenge: questions the premise (do we need it at all? the right metric?)."""
-    strong = ctx.hits.get("assumption_challenge.premise", [])
-    weak = ctx.hits.get("assumption_challenge.weak", [])
+    strong = ctx.hits.get("assumption_challenge.premise", ())
+    weak = ctx.hits.get("assumption_challenge.weak", ())
     if not strong and not weak:
         return SignalScore(0, {})
     # a weak marker ("at all", "why not") alone is often rhetoric; it needs company or a question
@@ -194,18 +203,20 @@ def _corrected_message(ctx: MessageContext, self_correction: bool) -> str | None
         for past in reversed(history):
             if past.agent == ctx.agent:
                 return past.message_id
-    ids = {p.message_id for p in history}
-    if ctx.reply_to and ctx.reply_to in ids:
-        return ctx.reply_to
+    reply_to = ctx.reply_to
+    if reply_to and any(p.message_id == reply_to for p in history):
+        return reply_to
+    if len(history) == 1:
+        return history[0].message_id
     terms = ctx.features.content_terms
-    recent = list(history)[-6:]
-    best = max(reversed(recent), key=lambda p: len(p.terms & terms))
+    # the last 6, newest first: on a tie the newest wins
+    best = max(islice(reversed(history), 6), key=lambda p: len(p.terms & terms))
     return best.message_id
 
 
 def score_error_correction(ctx: MessageContext) -> SignalScore:
     """Error correction: names a flaw in an earlier claim, plan or code and says what is right."""
-    markers = ctx.hits.get("error_correction.flaw", [])
+    markers = ctx.hits.get("error_correction.flaw", ())
     if not markers:
         return SignalScore(0, {})
     strong = sum(1 for m in markers if m in _STRONG_CORRECTION)
@@ -219,8 +230,8 @@ def score_error_correction(ctx: MessageContext) -> SignalScore:
 
 def score_cross_domain(ctx: MessageContext) -> SignalScore:
     """Cross-domain synthesis: a technique from a named field carried into ours ("borrow from audio")."""
-    fields = ctx.hits.get("cross_domain_synthesis.field", [])
-    bridges = ctx.hits.get("cross_domain_synthesis.bridge", [])
+    fields = ctx.hits.get("cross_domain_synthesis.field", ())
+    bridges = ctx.hits.get("cross_domain_synthesis.bridge", ())
     if not fields:
         return SignalScore(0, {})
     score = 25 * min(len(fields), 2) + 25 * min(len(bridges), 2)
@@ -229,13 +240,12 @@ def score_cross_domain(ctx: MessageContext) -> SignalScore:
 
 def score_specialization(ctx: MessageContext) -> SignalScore:
     """Specialization recognition: strengths or roles attributed to named agents, or work divided by them."""
-    strengths = ctx.hits.get("specialization_recognition.strength", [])
+    strengths = ctx.hits.get("specialization_recognition.strength", ())
     if not strengths:
         return SignalScore(0, {})
-    known = DEFAULT_AGENT_NAMES | ctx.senders
     tokens = ctx.features.token_set
-    # "Claude's specs" names Claude too
-    names = sorted((tokens & known) | {n for n in known if n + "'s" in tokens})
+    # a known name as a word, or "Claude's specs" (which names Claude too); one pass over the few names
+    names = sorted({n for n in DEFAULT_AGENT_NAMES.union(ctx.senders) if n in tokens or n + "'s" in tokens})
     score = 25 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
     return SignalScore(_clamp(score), {"agents": names} if names else _NO_EXTRA)
 
@@ -252,6 +262,19 @@ SIGNAL_STEPS: dict[str, Callable[[MessageContext], SignalScore]] = {
 if tuple(SIGNAL_STEPS) != SIGNAL_NAMES:  # pragma: no cover - guards the contract at import time
     raise RuntimeError("SIGNAL_STEPS must follow schemas.SIGNAL_NAMES")
 
+#: signal -> the marker families without which its step scores 0 and adds no evidence (each step's first
+#: test); ``tag_text`` skips the call when none of them matched. Novelty has none: term novelty alone
+#: gives it a score.
+SIGNAL_GATES: dict[str, tuple[str, ...]] = {
+    "novelty": (),
+    "solution_quality": ("solution_quality.tradeoff",),
+    "assumption_challenge": ("assumption_challenge.premise", "assumption_challenge.weak"),
+    "error_correction": ("error_correction.flaw",),
+    "cross_domain_synthesis": ("cross_domain_synthesis.field",),
+    "specialization_recognition": ("specialization_recognition.strength",),
+}
+_SIGNAL_PLAN = tuple((name, step, SIGNAL_GATES[name]) for name, step in SIGNAL_STEPS.items())
+
 
 def emergence(scores: Iterable[int]) -> int:
     """A message's emergence: its strongest signal plus a quarter of each other signal that is at least
@@ -261,7 +284,9 @@ def emergence(scores: Iterable[int]) -> int:
     if not values:
         return 0
     top = max(values)
-    others = sum(s for s in values if s > 20) - (top if top > 20 else 0)
+    if top <= 20:  # no signal is even weak: nothing to add (the sum below would be 0)
+        return _clamp(top)
+    others = sum([s for s in values if s > 20]) - top
     return _clamp(top + 0.25 * others)
 
 
@@ -328,9 +353,19 @@ class RulesTagger:
         if paused:
             gc.disable()
         try:
+            tag_text = self.tag_text
             for message in messages:
                 try:
-                    out.append(self.tag_one(message))
+                    # positional: what tag_one does, less its call and the keyword mapping
+                    out.append(
+                        tag_text(
+                            message.content,
+                            message.conversation_id,
+                            message.message_id,
+                            message.agent,
+                            message.reply_to,
+                        )
+                    )
                 except Exception as exc:  # the ingest path must never fail because of one odd message
                     log.warning(
                         "tagging_failed",
@@ -360,12 +395,22 @@ class RulesTagger:
         hist = self._cache.get(conversation_id)
         features = extract(content)
         hits = self._index.match(features)
-        novelty, unseen, n_terms = term_novelty(features, hist)
+        # term_novelty's figures, counted while the terms join the history's seen set (hist.add below is told
+        # so): one set operation instead of two. Were a later step to raise, the terms would count as seen
+        # for the conversation's next messages though this one is not remembered; no step raises on content.
+        terms = features.content_terms
+        unseen = hist.unseen_then_seen(terms) if terms else 0
+        n_terms = len(terms)
+        novelty = _novelty_score(unseen, n_terms) if terms else 0
         ctx = MessageContext(message_id, agent, reply_to, features, hits, novelty, hist.messages, hist.agents)
         decision = classify_tier(features, hits)
         scores: dict[str, int] = {}
         signal_evidence: dict[str, Any] = {}
-        for name, step in SIGNAL_STEPS.items():
+        families = hits.keys()
+        for name, step, gate in _SIGNAL_PLAN:
+            if gate and families.isdisjoint(gate):
+                scores[name] = 0  # what the step returns without its markers
+                continue
             result = step(ctx)
             scores[name] = result.score
             if result.evidence:
@@ -380,7 +425,7 @@ class RulesTagger:
             evidence["quoted_lines_ignored"] = features.quoted_lines
         if features.truncated:
             evidence["scanned_chars"] = SCAN_CHARS
-        hist.add(PastMessage(message_id, agent, features.content_terms))
+        hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
         return Tags.model_validate(
             {
                 "tier": decision.tier,

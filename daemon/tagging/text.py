@@ -80,25 +80,35 @@ def extract(content: str) -> TextFeatures:
         lower = lower.replace("\u2019", "'")
         tokens = _WORD_RE.findall(lower)
     token_set = frozenset(tokens)
+    # positional: a NamedTuple built from keywords pays for mapping them onto its fields
     return TextFeatures(
-        tokens=tokens,
-        token_set=token_set,
-        joined=" " + " ".join(tokens) + " ",
-        content_terms=token_set - STOPWORDS,
-        n_chars=len(content),
-        n_digits=_count_digits(lower),
-        n_questions=lower.count("?"),
-        code_share=code_chars / scanned if scanned else 0.0,
-        table_rows=table_rows,
-        quoted_lines=quoted,
-        truncated=len(content) > SCAN_CHARS,
+        tokens,
+        token_set,
+        " " + " ".join(tokens) + " ",  # joined
+        token_set - STOPWORDS,  # content_terms
+        len(content),  # n_chars
+        _count_digits(lower),
+        lower.count("?"),  # n_questions
+        code_chars / scanned if scanned else 0.0,  # code_share
+        table_rows,
+        quoted,  # quoted_lines
+        len(content) > SCAN_CHARS,  # truncated
     )
 
 
+#: ``bytes.translate`` deletes these; what it removes is the digit count.
+_DIGITS = b"0123456789"
+
+
 def _count_digits(text: str) -> int:
-    # ten C-level counts are cheaper than a regex or a loop over characters
-    c = text.count
-    return c("0") + c("1") + c("2") + c("3") + c("4") + c("5") + c("6") + c("7") + c("8") + c("9")
+    """ASCII digits in ``text`` (what ``str.count`` of each digit adds up to).
+
+    UTF-8 never uses an ASCII byte inside a multi-byte character, so counting digit bytes is exact for any
+    script; "surrogatepass" keeps a lone surrogate (possible in a str) from raising. One encode and one
+    C-level delete cost a fifth of ten ``str.count`` calls.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    return len(data) - len(data.translate(None, _DIGITS))
 
 
 def tokenize(text: str) -> tuple[str, ...]:
