@@ -24,7 +24,7 @@ from schemas import SIGNAL_NAMES, AgentMessage, Tags, Tier
 log = structlog.get_logger()
 
 #: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
-RULES_VERSION = "rules-1"
+RULES_VERSION = "rules-2"
 
 Hits = dict[str, list[str]]
 
@@ -94,6 +94,23 @@ def _novelty_score(unseen: int, n_terms: int) -> int:
 _E_CODE_SHARE = 0.4  #: a message mostly made of code is execution, whatever its prose says
 
 
+#: Choosing markers that ask for the choice; with a question mark they make the message ask for a direction.
+_ASKING_CHOICE = frozenset(
+    {"should we use", "should we", "or do we", "or should we", "do we keep", "where should", "how should",
+     "how should we", "do we need", "do we even need"}
+)  # fmt: skip
+
+
+def _only_approvals(ratify: Sequence[str]) -> bool:
+    """Whether every ratifying marker is a bare approval."""
+    return bool(ratify) and all(m == "approved" for m in ratify)
+
+
+def _offers_alternatives(joined: str) -> bool:
+    """A "do we X, or Y?" question: it offers alternatives to choose between."""
+    return " or " in joined and (" do we " in joined or " should we " in joined)
+
+
 def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
     """The ACE tier of one message from its markers and shape.
 
@@ -114,7 +131,18 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
     choice, system, ratify = len(get("A.choice", ())), len(get("A.system", ())), len(get("A.ratify", ()))
     # A direction needs a subject: proposing or asking only counts when it is about a system-level thing;
     # an explicit ratification ("Decision: ...") counts on its own.
-    a_vote = 4.0 * min(ratify, 2) + ((2.0 * choice + 1.0 * min(system, 3)) if choice and system else 0.0)
+    # An approval with nothing system-level around it ("Approved the PR.") accepts a deliverable, not a
+    # direction: it weighs half.
+    ratify_weight = 2.0 if system == 0 and not choice and _only_approvals(get("A.ratify", ())) else 4.0
+    # A question asking for the choice ("should we ...?", "do we X, or Y?") is how a direction is asked for.
+    asking = features.n_questions > 0 and (
+        not _ASKING_CHOICE.isdisjoint(get("A.choice", ())) or _offers_alternatives(features.joined)
+    )
+    if asking and not choice:
+        choice = 1
+    a_vote = ratify_weight * min(ratify, 2) + (
+        (2.0 * choice + 1.0 * min(system, 3) + (1.0 if asking else 0.0)) if choice and system else 0.0
+    )
     c_vote = (
         1.5 * len(get("C.agree", ()))
         + 1.5 * len(get("C.concern", ()))
@@ -133,7 +161,9 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
         + min(3.0, features.n_digits / 8)
         + (2.0 if features.code_share > 0 else 0.0)
     )
-    if a_vote >= 4.0 and a_vote >= max(c_vote, e_vote) - 1.0:
+    top_other = max(c_vote, e_vote)
+    # a clear direction may be slightly outvoted; one choice about one subject must win outright
+    if (a_vote >= 4.0 and a_vote >= top_other - 1.0) or (a_vote >= 3.0 and a_vote > top_other):
         tier: Tier = "A"
         rule = "A.direction_on_system" if features.n_questions == 0 else "A.direction_question"
     elif e_vote >= c_vote and e_vote > 0:
@@ -189,6 +219,7 @@ _STRONG_CORRECTION = frozenset(
         "correction", "bug", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
         "needs a fix", "doesn't hold", "mixed up", "i mixed up", "didn't add up", "i claimed",
         "that's not right", "i don't think that's right", "correction to my", "i was wrong", "would lose",
+        "would drop",
     }
 )  # fmt: skip
 
