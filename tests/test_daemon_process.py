@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_embedded_default_runs_its_own_redis_and_stops_it(tmp_path: Path) -> Non
 
     def aced(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["python", "-m", "daemon", *args],
+            [sys.executable, "-m", "daemon", *args],
             env=env,
             cwd=REPO,
             capture_output=True,
