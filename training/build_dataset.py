@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from training.dataset_settings import BuildSettings, ConfigError, from_dict
+from training.gl import GLUnavailableError, setup_gl
 from training.meshes import MeshRef, MeshRejectedError, list_source, load_ref
 from training.pool import run_jobs
 from training.util import atomic_write_json, die, log
@@ -159,6 +160,10 @@ def build(
     try:
         refs = list_source(settings.source, settings.mesh_count, settings.seed)
     except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:  # check the GL platform once here: one clear error instead of one rejection per mesh
+        setup_gl(settings.platform)
+    except GLUnavailableError as exc:
         raise ConfigError(str(exc)) from exc
     items = out / "items"
     items.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,10 @@ def evaluate(run_dir: Path, data_dir: Path | None = None, split: str = "test", d
     out_dir = run_dir / "predictions"
     out_dir.mkdir(exist_ok=True)
     shown: list[tuple[int, trimesh.Trimesh, trimesh.Trimesh | None]] = []
-    for n, idx in enumerate(sorted(keep)):
+    ordered = sorted(keep)
+    # Examples spread over the split (consecutive images are views of the same mesh).
+    shown_idx = set(ordered[:: max(1, len(ordered) // max(1, examples))][:examples])
+    for idx in ordered:
         gt = _gt_mesh(data_dir, mesh_ids[int(ds.view_mesh[idx])], poses[idx], frame)
         surface = grid_surface(preds[idx], half_extent)
         if surface is None:
@@ -164,7 +167,7 @@ def evaluate(run_dir: Path, data_dir: Path | None = None, split: str = "test", d
             base_failures += 1
         else:
             cd_base.append(chamfer(base_surface, gt, seed=idx))
-        if n < examples:
+        if idx in shown_idx:
             if surface is not None:
                 surface.export(out_dir / f"pred_{idx:05d}.obj")
             gt.export(out_dir / f"gt_{idx:05d}.obj")

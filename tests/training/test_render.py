@@ -49,3 +49,15 @@ def test_camera_poses_on_the_sphere_look_at_the_origin():
 def test_unknown_platform_is_a_clear_error():
     with pytest.raises(GLUnavailableError, match="unknown OpenGL platform"):
         setup_gl("x11")
+
+
+def test_missing_system_library_names_the_package(monkeypatch):
+    import ctypes.util
+
+    real = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "EGL" else real(name))
+    with pytest.raises(GLUnavailableError, match="apt-get install -y libegl1 libegl-mesa0"):
+        setup_gl("egl")
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "OSMesa" else real(name))
+    with pytest.raises(GLUnavailableError, match="libosmesa6"):
+        setup_gl("osmesa")
