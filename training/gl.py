@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import sys
 
 import numpy as np
 
@@ -47,13 +48,6 @@ def setup_gl(platform: str | None = None) -> str:
     chosen = (platform or os.environ.get("PYOPENGL_PLATFORM") or "egl").lower()
     if chosen not in PLATFORMS:
         raise GLUnavailableError(f"unknown OpenGL platform {chosen!r}; choose one of {', '.join(PLATFORMS)}")
-    import sys
-
-    current = os.environ.get("PYOPENGL_PLATFORM")
-    if "OpenGL" in sys.modules and current and current != chosen:
-        raise GLUnavailableError(
-            f"OpenGL was already imported with platform {current!r}; cannot switch to {chosen!r} in-process"
-        )
     for lib, package in _REQUIRED_LIBS[chosen]:
         if ctypes.util.find_library(lib) is None:
             raise GLUnavailableError(
@@ -69,6 +63,11 @@ def setup_gl(platform: str | None = None) -> str:
                 f"OSMesa needs PyOpenGL >= 3.1.7 (installed: {version}); "
                 "use platform 'egl' or `pip install --no-deps 'PyOpenGL>=3.1.7'`"
             )
+    current = os.environ.get("PYOPENGL_PLATFORM")
+    if "OpenGL" in sys.modules and current and current != chosen:
+        raise GLUnavailableError(
+            f"OpenGL was already imported with platform {current!r}; cannot switch to {chosen!r} in-process"
+        )
     os.environ["PYOPENGL_PLATFORM"] = chosen
     _apply_numpy_shim()
     return chosen
