@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
 from daemon.config import Settings
 from daemon.redis_server import RedisServer, RedisServerError, find_redis_server
@@ -62,6 +65,8 @@ def describe_redis(settings: Settings) -> str:
 
 
 def _client_kwargs(settings: Settings, socket_timeout_s: float | None) -> dict[str, Any]:
+    # No retries inside redis-py (its default is 10, each up to the socket timeout): the daemon's loops
+    # own the retry policy, with backoff, status and logs, and a stuck command must not hold a shutdown.
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "socket_connect_timeout": 5,
@@ -91,7 +96,9 @@ def sync_client(settings: Settings, socket_timeout_s: float | None = 10.0) -> re
     """A blocking client (CLI commands, tests). Raises :class:`RedisUnavailable` if there is no server."""
     _check_embedded_reachable(settings)
     try:
-        return redis.Redis.from_url(redis_url(settings), **_client_kwargs(settings, socket_timeout_s))
+        return redis.Redis.from_url(
+            redis_url(settings), retry=SyncRetry(NoBackoff(), 0), **_client_kwargs(settings, socket_timeout_s)
+        )
     except ValueError as exc:
         raise RedisUnavailable(f"invalid ACED_REDIS_URL: {exc}") from None
 
@@ -99,7 +106,11 @@ def sync_client(settings: Settings, socket_timeout_s: float | None = 10.0) -> re
 def async_client(settings: Settings, socket_timeout_s: float | None = None) -> aioredis.Redis:
     """An asyncio client for the daemon. ``socket_timeout_s`` must exceed the XREADGROUP block time."""
     try:
-        return aioredis.Redis.from_url(redis_url(settings), **_client_kwargs(settings, socket_timeout_s))
+        return aioredis.Redis.from_url(
+            redis_url(settings),
+            retry=AsyncRetry(NoBackoff(), 0),
+            **_client_kwargs(settings, socket_timeout_s),
+        )
     except ValueError as exc:
         raise RedisUnavailable(f"invalid ACED_REDIS_URL: {exc}") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import os
 import signal
@@ -178,6 +179,15 @@ class Daemon:
         log.info("stopping", signal=sig.name)
         self.notifier.notify(STOPPING="1")
         self.stop.set()
+        # Draining is bounded by shutdown_timeout_s per stage; past twice that something is stuck: leave
+        # (unacked entries are redelivered) with every thread's stack in the log, rather than hang.
+        deadline = 2 * self.settings.shutdown_timeout_s + 5
+        asyncio.get_running_loop().call_later(deadline, self._stuck, deadline)
+
+    def _stuck(self, after_s: float) -> None:
+        log.error("shutdown_stuck", after_s=after_s)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
 
     async def _health_loop(self, client: aioredis.Redis) -> None:
         key = self.keys.health(self.consumer)

@@ -30,6 +30,16 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
+def _exit_code(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> int:
+    """Wait for the daemon to exit; if it does not, get its thread stacks into the failure message."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to the log
+        wait_until(lambda: "Thread 0x" in log.read_text(errors="replace"), timeout_s=10, what="stack dump")
+        raise AssertionError("daemon did not exit:\n" + log.read_text(errors="replace")[-6000:]) from None
+
+
 def _burst(env: dict[str, str], log: Path, timeout_s: float = 120) -> None:
     with log.open("ab") as out:
         done = subprocess.run(
@@ -111,7 +121,7 @@ def test_sigterm_drains_acks_what_it_read_and_exits_0(
     with daemon_process(env, log) as proc:
         wait_until(lambda: counts(settings).recorded > 0, timeout_s=30, what="first commit")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert _exit_code(proc, log, timeout_s=60) == 0
     stream = keys.agent_stream("claude")
     # Everything the daemon read was committed and acked before it left ...
     consumers = {c["name"].decode(): c for c in redis_client.xinfo_consumers(stream, CONSUMER_GROUP)}
@@ -149,7 +159,7 @@ def test_two_daemons_in_one_group_record_every_message_once(
                 readers.add(consumer["name"].decode())
         for proc in (one, two):
             proc.send_signal(signal.SIGTERM)
-        assert one.wait(timeout=30) == 0 and two.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert _exit_code(one, log, 60) == 0 and _exit_code(two, log, 60) == 0
     assert readers == {"one", "two"}
     ids = recorded_ids(settings)
     assert len(ids) == len(set(ids)) == len(messages)
@@ -182,7 +192,7 @@ def test_redis_restarted_under_a_running_daemon_loses_nothing(
         wait_until(lambda: counts(settings).recorded >= 600, timeout_s=60, what="all recorded after restart")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert _exit_code(proc, log, timeout_s=60) == 0
         assert client.xinfo_groups(keys.agent_stream("claude"))[0]["pending"] == 0
         client.close()
     assert sorted(recorded_ids(settings)) == sorted(m.message_id for m in first + second)
@@ -239,7 +249,7 @@ def test_embedded_default_runs_its_own_redis_and_stops_it(tmp_path: Path) -> Non
         assert message_id in exported.stdout
         pid = int((data / "redis" / "redis-server.pid").read_text())
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+        assert _exit_code(proc, log, timeout_s=60) == 0
     wait_until(
         lambda: (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 from typing import Any
 
 from daemon.cli._common import CliError, settings_from
@@ -32,6 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     tune_process_for_ingest()
+    # `kill -USR1 <pid>` prints every thread's stack to the log: for a daemon that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return run_daemon(settings, burst=args.burst)
     except (ServiceError, RedisUnavailable) as exc:
