@@ -13,10 +13,11 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 import redis.asyncio as aioredis
+from typing_extensions import Unpack
 from ulid import ULID
 
 from schemas import DATA_FIELD, AgentMessage, Attachment, StreamKeys
@@ -99,12 +100,20 @@ class _Retry:
         return [min(self.first_s * 2**i, self.max_s) for i in range(self.attempts - 1)]
 
 
-class Publisher:
-    """Async publisher. Receives an already-built ``redis.asyncio.Redis`` client."""
+class PublisherOptions(TypedDict, total=False):
+    """Keyword options of both publishers (see :class:`_PublisherOptions`)."""
+
+    attempts: int
+    first_backoff_s: float
+    max_backoff_s: float
+    max_content_bytes: int | None
+
+
+class _PublisherOptions:
+    """What both publishers share: the stream names, the content limit and the retry schedule."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
         keys: StreamKeys | None = None,
         *,
         attempts: int = 6,
@@ -112,10 +121,31 @@ class Publisher:
         max_backoff_s: float = 5.0,
         max_content_bytes: int | None = None,
     ) -> None:
+        """``attempts`` tries with delays doubling from ``first_backoff_s`` up to ``max_backoff_s``;
+        ``max_content_bytes`` None leaves the size limit to the daemon's setting."""
+        self.keys = keys or StreamKeys()
+        self.retry = _Retry(attempts, first_backoff_s, max_backoff_s)
+        self.max_content_bytes = max_content_bytes
+
+    def entry(self, message: AgentMessage) -> tuple[str, dict[str, bytes]]:
+        """The validated stream and fields to XADD."""
+        return _entry(message, self.keys, self.max_content_bytes)
+
+    def delays(self) -> list[float | None]:
+        """The wait after each failed attempt; ``None`` after the last one (give up)."""
+        return [*self.retry.delays(), None]
+
+
+class Publisher:
+    """Async publisher. Receives an already-built ``redis.asyncio.Redis`` client."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: StreamKeys | None = None, **options: Unpack[PublisherOptions]
+    ) -> None:
+        """``options``: ``attempts``, ``first_backoff_s``, ``max_backoff_s``, ``max_content_bytes``
+        (see :class:`_PublisherOptions`)."""
         self._client = client
-        self._keys = keys or StreamKeys()
-        self._retry = _Retry(attempts, first_backoff_s, max_backoff_s)
-        self._max_content_bytes = max_content_bytes
+        self._options = _PublisherOptions(keys, **options)
 
     async def publish(self, message: AgentMessage) -> str:
         """Validate the envelope, XADD it to its agent's stream and return the stream entry id.
@@ -123,9 +153,9 @@ class Publisher:
         Raises ``pydantic.ValidationError`` (nothing written) for an invalid envelope, and
         :class:`PublishError` when every attempt failed to reach Redis.
         """
-        stream, fields = _entry(message, self._keys, self._max_content_bytes)
+        stream, fields = self._options.entry(message)
         last: BaseException | None = None
-        for delay in [*self._retry.delays(), None]:
+        for delay in self._options.delays():
             try:
                 entry_id = await self._client.xadd(stream, fields)  # type: ignore[arg-type]
                 return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -141,19 +171,12 @@ class SyncPublisher:
     """The blocking twin of :class:`Publisher`, for scripts and the CLI. Receives a ``redis.Redis``."""
 
     def __init__(
-        self,
-        client: redis.Redis,
-        keys: StreamKeys | None = None,
-        *,
-        attempts: int = 6,
-        first_backoff_s: float = 0.1,
-        max_backoff_s: float = 5.0,
-        max_content_bytes: int | None = None,
+        self, client: redis.Redis, keys: StreamKeys | None = None, **options: Unpack[PublisherOptions]
     ) -> None:
+        """``options``: ``attempts``, ``first_backoff_s``, ``max_backoff_s``, ``max_content_bytes``
+        (see :class:`_PublisherOptions`)."""
         self._client = client
-        self._keys = keys or StreamKeys()
-        self._retry = _Retry(attempts, first_backoff_s, max_backoff_s)
-        self._max_content_bytes = max_content_bytes
+        self._options = _PublisherOptions(keys, **options)
 
     def publish(self, message: AgentMessage) -> str:
         """Validate the envelope, XADD it to its agent's stream and return the stream entry id.
@@ -161,9 +184,9 @@ class SyncPublisher:
         Raises ``pydantic.ValidationError`` (nothing written) for an invalid envelope, and
         :class:`PublishError` when every attempt failed to reach Redis.
         """
-        stream, fields = _entry(message, self._keys, self._max_content_bytes)
+        stream, fields = self._options.entry(message)
         last: BaseException | None = None
-        for delay in [*self._retry.delays(), None]:
+        for delay in self._options.delays():
             try:
                 entry_id = self._client.xadd(stream, fields)  # type: ignore[arg-type]
                 return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
