@@ -64,22 +64,35 @@ def main() -> int:
             stages["sdf_s"] += t3 - t2
     renderer.close()
     n = max(1, len(refs) - 1)
-    print(f"per mesh, one process ({settings.views} views, {settings.resolution_px} px, {settings.grid}^3 "
-          f"{settings.frame}-frame SDF): load {1000 * stages['load_s'] / n:.0f} ms, "
-          f"render {1000 * stages['render_s'] / n:.0f} ms, SDF {1000 * stages['sdf_s'] / n:.0f} ms")
+    print(
+        f"per mesh, one process ({settings.views} views, {settings.resolution_px} px, {settings.grid}^3 "
+        f"{settings.frame}-frame SDF): load {1000 * stages['load_s'] / n:.0f} ms, "
+        f"render {1000 * stages['render_s'] / n:.0f} ms, SDF {1000 * stages['sdf_s'] / n:.0f} ms"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         manifest = build(settings, Path(tmp) / "data", progress=False)
         wall = time.perf_counter() - t0
     meshes, images = manifest["meshes_accepted"], manifest["images"]
-    print(f"builder, {settings.workers} workers: {meshes} meshes, {images} images in {wall:.1f} s wall "
-          f"(incl. worker start-up and storage) -> {meshes / wall:.2f} meshes/s, "
-          f"{images / wall:.2f} images/s; "
-          f"pool only: {manifest['meshes_per_s']} meshes/s, {manifest['images_per_s']} images/s")
-    print(json.dumps({"meshes": meshes, "images": images, "wall_s": wall, "meshes_per_s": meshes / wall,
-                      "images_per_s": images / wall, "stage_ms_per_mesh": {k: 1000 * v / n for k, v in
-                                                                            stages.items()}}))
+    print(
+        f"builder, {settings.workers} workers: {meshes} meshes, {images} images in {wall:.1f} s wall "
+        f"(incl. worker start-up and storage) -> {meshes / wall:.2f} meshes/s, "
+        f"{images / wall:.2f} images/s; "
+        f"pool only: {manifest['meshes_per_s']} meshes/s, {manifest['images_per_s']} images/s"
+    )
+    print(
+        json.dumps(
+            {
+                "meshes": meshes,
+                "images": images,
+                "wall_s": wall,
+                "meshes_per_s": meshes / wall,
+                "images_per_s": images / wall,
+                "stage_ms_per_mesh": {k: 1000 * v / n for k, v in stages.items()},
+            }
+        )
+    )
     return 0
 
 

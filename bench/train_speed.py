@@ -19,8 +19,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(kind: str, batch: int, px: int, grid: int, base_channels: int, device_name: str, steps: int,
-            warmup: int, threads: int) -> dict:
+def measure(
+    kind: str,
+    batch: int,
+    px: int,
+    grid: int,
+    base_channels: int,
+    device_name: str,
+    steps: int,
+    warmup: int,
+    threads: int,
+) -> dict:
     """Time ``steps`` optimisation steps after ``warmup`` of model ``kind`` (``sdf`` or ``resnet50``)."""
     import torch
     import torchvision
@@ -73,10 +82,19 @@ def measure(kind: str, batch: int, px: int, grid: int, base_channels: int, devic
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     mem, mem_kind = peak_memory_mb(device)
-    return {"model": kind, "device": str(device), "amp": amp, "batch_size": batch, "resolution_px": px,
-            "samples_per_s": steps * batch / elapsed, "step_s": elapsed / steps, "peak_mem_mb": mem,
-            "mem_kind": mem_kind, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "threads": torch.get_num_threads()}
+    return {
+        "model": kind,
+        "device": str(device),
+        "amp": amp,
+        "batch_size": batch,
+        "resolution_px": px,
+        "samples_per_s": steps * batch / elapsed,
+        "step_s": elapsed / steps,
+        "peak_mem_mb": mem,
+        "mem_kind": mem_kind,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> int:
@@ -106,30 +124,63 @@ def main() -> int:
             print("error: --device cuda but no CUDA GPU is available", file=sys.stderr)
             return 2
     if args.one:
-        print(json.dumps(measure(args.one, batch, px, grid, base, args.device, args.steps, args.warmup,
-                                 args.threads)))
+        print(
+            json.dumps(
+                measure(args.one, batch, px, grid, base, args.device, args.steps, args.warmup, args.threads)
+            )
+        )
         return 0
     results = {}
     for kind in ("sdf", "resnet50"):
-        cmd = [sys.executable, __file__, "--one", kind, "--config", str(args.config), "--device", args.device,
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(batch),
-               "--resolution-px", str(px), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            kind,
+            "--config",
+            str(args.config),
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--batch-size",
+            str(batch),
+            "--resolution-px",
+            str(px),
+            "--threads",
+            str(args.threads),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
             return 1
         results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
     s, r = results["sdf"], results["resnet50"]
-    print(f"device {s['device']}  amp {s['amp']}  batch {batch}  {px}x{px} px  SDF grid {grid}^3  "
-          f"threads {s['threads']}")
+    print(
+        f"device {s['device']}  amp {s['amp']}  batch {batch}  {px}x{px} px  SDF grid {grid}^3  "
+        f"threads {s['threads']}"
+    )
     for row in (s, r):
-        print(f"  {row['model']:9s} {row['params_m']:6.1f} M params  {row['samples_per_s']:8.2f} samples/s  "
-              f"{row['step_s']:7.3f} s/step  peak {row['peak_mem_mb']:8.1f} MB ({row['mem_kind']})")
-    print(f"  ratio SDF/ResNet50: speed {s['samples_per_s'] / r['samples_per_s']:.3f}x  "
-          f"memory {s['peak_mem_mb'] / r['peak_mem_mb']:.3f}x")
-    print(json.dumps({"sdf": s, "resnet50": r,
-                      "speed_ratio": s["samples_per_s"] / r["samples_per_s"],
-                      "memory_ratio": s["peak_mem_mb"] / r["peak_mem_mb"]}))
+        print(
+            f"  {row['model']:9s} {row['params_m']:6.1f} M params  {row['samples_per_s']:8.2f} samples/s  "
+            f"{row['step_s']:7.3f} s/step  peak {row['peak_mem_mb']:8.1f} MB ({row['mem_kind']})"
+        )
+    print(
+        f"  ratio SDF/ResNet50: speed {s['samples_per_s'] / r['samples_per_s']:.3f}x  "
+        f"memory {s['peak_mem_mb'] / r['peak_mem_mb']:.3f}x"
+    )
+    print(
+        json.dumps(
+            {
+                "sdf": s,
+                "resnet50": r,
+                "speed_ratio": s["samples_per_s"] / r["samples_per_s"],
+                "memory_ratio": s["peak_mem_mb"] / r["peak_mem_mb"],
+            }
+        )
+    )
     return 0
 
 
