@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from daemon.metrics import Counters
 from daemon.store.base import CommitResult, Store, StoreUnavailable
 from daemon.streams import StreamOps
 from daemon.tagging.base import NoOpTagger, Tagger
-from schemas import DeadLetter, Event, Record, RejectReason
+from schemas import DeadLetter, Event, Record, RejectReason, Tags
 from schemas._types import utc_now
 
 log = structlog.get_logger()
@@ -55,11 +55,16 @@ class Batch:
 
 @dataclass(slots=True)
 class Prepared:
-    """A batch validated and tagged, waiting for its commit."""
+    """A batch validated and tagged (or being tagged elsewhere), waiting for its commit."""
 
     batch: Batch
     records: list[Record]
     letters: list[DeadLetter]
+    pending_tags: Future[list[Tags | None]] | None = None
+
+
+def _with_tags(records: list[Record], tags: Sequence[Tags | None]) -> list[Record]:
+    return [r if t is None else r.model_copy(update={"tags": t}) for r, t in zip(records, tags, strict=True)]
 
 
 class Backoff:
@@ -283,13 +288,13 @@ class Recorder:
                     await self._prepared.put(None)
                     return
                 try:
-                    records, letters = await loop.run_in_executor(
+                    prepared = await loop.run_in_executor(
                         self._prepare_thread, self._prepare, batch, utc_now()
                     )
                 except Exception as exc:  # the batch boundary: nothing of it is acked
                     self._batch_failed(batch, exc)
                     continue
-                await self._prepared.put(Prepared(batch, records, letters))
+                await self._prepared.put(prepared)
             finally:
                 self._queue.task_done()
 
@@ -316,6 +321,9 @@ class Recorder:
         batch, records, letters = prepared.batch, prepared.records, prepared.letters
         started = time.perf_counter()
         try:
+            if prepared.pending_tags is not None:
+                loop = asyncio.get_running_loop()
+                records = await loop.run_in_executor(self._commit_thread, self._collect_tags, prepared)
             result = await self._commit_until_done(records, letters)
         except Exception as exc:  # the batch boundary: one broad except, and nothing is acked
             self._batch_failed(batch, exc)
@@ -346,8 +354,9 @@ class Recorder:
                 },
             )
 
-    def _prepare(self, batch: Batch, received_at: Any) -> tuple[list[Record], list[DeadLetter]]:
-        """Worker thread: validate every entry, tag the valid ones. Pure CPU, no I/O but history loads."""
+    def _prepare(self, batch: Batch, received_at: Any) -> Prepared:
+        """Prepare thread: validate every entry, tag the valid ones (or hand them to a tagger that works
+        on its own, collected before the commit). Pure CPU, no I/O but history loads."""
         records: list[Record] = []
         letters: list[DeadLetter] = []
         consumer = self.ops.consumer
@@ -381,22 +390,41 @@ class Recorder:
                 records.append(outcome)
             else:
                 letters.append(outcome)
-        if records and not isinstance(self.tagger, NoOpTagger):
-            records = self._tag(records)
-        return records, letters
-
-    def _tag(self, records: list[Record]) -> list[Record]:
-        messages = [r.envelope for r in records]
+        if not records or isinstance(self.tagger, NoOpTagger):
+            return Prepared(batch, records, letters)
+        submit = getattr(self.tagger, "submit_batch", None)
+        if submit is None:
+            return Prepared(batch, self._tag(records), letters)
+        # A tagger in another process tags this batch while this thread validates the next one.
         try:
             self._prime_history(records)
-            tags = self.tagger.tag_batch(messages)
-        except Exception:  # a tagger bug must never cost a message: record it untagged, retag later
+            pending = submit([r.envelope for r in records])
+        except Exception:  # a tagger failure must never cost a message: record untagged, retag later
+            log.exception("tagger_failed", entries=len(records))
+            self.counters.untagged += len(records)
+            return Prepared(batch, records, letters)
+        return Prepared(batch, records, letters, pending)
+
+    def _tag(self, records: list[Record]) -> list[Record]:
+        try:
+            self._prime_history(records)
+            tags = self.tagger.tag_batch([r.envelope for r in records])
+        except Exception:  # a tagger failure must never cost a message: record untagged, retag later
             log.exception("tagger_failed", entries=len(records))
             self.counters.untagged += len(records)
             return records
-        return [
-            r if t is None else r.model_copy(update={"tags": t}) for r, t in zip(records, tags, strict=True)
-        ]
+        return _with_tags(records, tags)
+
+    def _collect_tags(self, prepared: Prepared) -> list[Record]:
+        """Commit thread: wait for the tags a separate tagger computed, and attach them."""
+        assert prepared.pending_tags is not None
+        try:
+            tags = prepared.pending_tags.result()
+        except Exception:  # e.g. the tagger's process died: record untagged, retag later
+            log.exception("tagger_failed", entries=len(prepared.records))
+            self.counters.untagged += len(prepared.records)
+            return prepared.records
+        return _with_tags(prepared.records, tags)
 
     def _prime_history(self, records: Sequence[Record]) -> None:
         if self.settings.tag_history <= 0:
@@ -409,7 +437,11 @@ class Recorder:
             history = self.store.conversation_history(
                 conversation, record.envelope.created_at, self.settings.tag_history
             )
-            self.tagger.prime(conversation, [r.envelope for r in history])
+            # Nothing stored yet: leave the tagger's memory alone. It may hold messages of this
+            # conversation tagged in a batch that is still being committed; priming with nothing would
+            # wipe them.
+            if history:
+                self.tagger.prime(conversation, [r.envelope for r in history])
             self._primed[conversation] = None
             if len(self._primed) > _PRIMED_CONVERSATIONS:
                 self._primed.popitem(last=False)

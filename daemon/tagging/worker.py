@@ -9,9 +9,10 @@ difference. One child, used by one thread at a time, keeps the history in messag
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -33,15 +34,32 @@ def _init_child(history: int) -> None:
     from daemon.tagging.rules import RulesTagger
 
     _CHILD_TAGGER = RulesTagger(history=history)
+    # The child's heap is mostly the conversations' history (long-lived, acyclic): the default gen-0
+    # threshold re-scanned it again and again while tagging. Same settings as the daemon process.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 #: What crosses the process boundary per message: plain values (cheap to pickle), the evidence as JSON.
 Packed = tuple[str, str, float, tuple[int, ...], int, int, str, bytes]
 
 
-def _child_tag(rows: list[Row]) -> list[Packed | str]:
-    """In the child: tag rows in order. Each result is packed, or an error text for that message."""
+def _child_tag(primes: list[tuple[str, list[Row]]], rows: list[Row]) -> list[Packed | str]:
+    """In the child: load the queued histories, then tag rows in order. Each result is packed, or an
+    error text for that message."""
+    for conversation_id, history in primes:
+        _child_prime(conversation_id, history)
     out: list[Packed | str] = []
+    gc.disable()  # as RulesTagger.tag_batch does: no cyclic collection in the middle of a batch
+    try:
+        _tag_rows(rows, out)
+    finally:
+        gc.enable()
+    return out
+
+
+def _tag_rows(rows: list[Row], out: list[Packed | str]) -> None:
     for message_id, agent, conversation_id, reply_to, content in rows:
         try:
             t = _CHILD_TAGGER.tag_text(content, conversation_id, message_id, agent, reply_to)
@@ -61,7 +79,6 @@ def _child_tag(rows: list[Row]) -> list[Packed | str]:
             )
         except Exception as exc:  # one odd message must not cost the batch its tags
             out.append(f"{type(exc).__name__}: {exc}")
-    return out
 
 
 def _unpack(packed: Packed) -> Tags:
@@ -103,6 +120,8 @@ class ProcessTagger:
         self.version = RULES_VERSION
         self._history = history
         self._pool: ProcessPoolExecutor | None = None
+        #: histories to load before the next batch: sent with it, one round trip instead of one each
+        self._primes: list[tuple[str, list[Row]]] = []
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -115,16 +134,45 @@ class ProcessTagger:
         return self._pool
 
     def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
-        """Tag in the child; a message it could not tag gets ``None``. A dead child is replaced (it
-        loses the history it held; the recorder primes conversations again as it meets them)."""
+        """Tag in the child and wait; a message it could not tag gets ``None``. A dead child raises
+        ``BrokenProcessPool`` and is replaced by the next call (the history it held is lost)."""
+        return self.submit_batch(messages).result()
+
+    def submit_batch(self, messages: Sequence[AgentMessage]) -> Future[list[Tags | None]]:
+        """Send a batch to the child and return at once; the future holds the tags in order. Batches
+        are tagged in submission order (one child), so each sees the history of the ones before."""
+        done: Future[list[Tags | None]] = Future()
         if not messages:
-            return []
+            done.set_result([])
+            return done
+        primes, self._primes = self._primes, []
         try:
-            packed = self._executor().submit(_child_tag, [_row(m) for m in messages]).result()
-        except BrokenProcessPool:
-            log.error("tagger_process_died")
-            self.close()
-            raise
+            child = self._executor().submit(_child_tag, primes, [_row(m) for m in messages])
+        except BrokenProcessPool as exc:
+            self._died()
+            done.set_exception(exc)
+            return done
+
+        def finish(child: Future[list[Packed | str]]) -> None:
+            try:
+                done.set_result(self._unpack_all(messages, child.result()))
+            except BrokenProcessPool as exc:
+                self._died()
+                done.set_exception(exc)
+            except Exception as exc:  # surfaced to whoever waits on the batch
+                done.set_exception(exc)
+
+        child.add_done_callback(finish)
+        return done
+
+    def _died(self) -> None:
+        # A broken pool has already lost its process; the next batch starts a new one. (No shutdown()
+        # here: this may run in the pool's own management thread.)
+        log.error("tagger_process_died")
+        self._pool = None
+
+    @staticmethod
+    def _unpack_all(messages: Sequence[AgentMessage], packed: list[Packed | str]) -> list[Tags | None]:
         out: list[Tags | None] = []
         for message, item in zip(messages, packed, strict=True):
             if isinstance(item, str):
@@ -135,8 +183,9 @@ class ProcessTagger:
         return out
 
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
-        """Load a conversation's earlier messages into the child's history."""
-        self._executor().submit(_child_prime, conversation_id, [_row(m) for m in history]).result()
+        """Load a conversation's earlier messages into the child's history (sent with the next batch,
+        before its messages are tagged)."""
+        self._primes.append((conversation_id, [_row(m) for m in history]))
 
     def close(self) -> None:
         """Stop the child process."""
