@@ -438,14 +438,15 @@ def test_a_model_backend_adds_a_second_tag_version_after_ingest(
         store.close()
 
 
-def test_tagging_in_a_child_process_records_the_same_tags(
-    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+@pytest.mark.parametrize("in_process", [False, True], ids=["child-process", "in-process"])
+def test_tags_are_the_rules_taggers_whichever_process_tags(
+    in_process: bool, make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
 ) -> None:
     from daemon.tagging import RulesTagger
 
     messages = make_messages("gemini", 40, conversation="child-tagging")
     publish(redis_client, keys, messages)
-    settings = make_settings(tag_in_process=False, batch_size=7)
+    settings = make_settings(tag_in_process=in_process, batch_size=7)
     run_daemon(settings, burst=True)
     expected = RulesTagger(history=settings.tag_history).tag_batch(messages)
     store = open_store(settings, create=False)
