@@ -244,7 +244,7 @@ def settings_for(args: argparse.Namespace, data_dir: Path, url: str, prefix: str
         batch_size=args.batch_size,
         log_level="warning",
         consumer_name=f"bench-{os.getpid()}",
-        tag_in_process=not args.tag_process,
+        tag_in_process=args.tag_in_process,
     )
 
 
@@ -510,9 +510,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="tagger during the latency phase (default: rules if available, the daemon's default)",
     )
     p.add_argument(
-        "--tag-process",
+        "--tag-in-process",
         action="store_true",
-        help="run the rules tagger in a child process (tag_in_process=false)",
+        help="tag in the daemon's own process (default: the daemon's default, a child process)",
     )
     p.add_argument("--skip-bare", action="store_true", help="skip the bare consumer (no ratio then)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the temporary directory goes")
