@@ -6,6 +6,7 @@ depends on nothing of ours, is what makes that agreement checkable.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class StreamKeys:
         """``SCAN MATCH`` pattern that discovers every agent stream, so a new agent needs no config."""
         return f"{self.prefix}:agent:*"
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - StreamKeys is frozen and lives as long as the process
     def agent_of(self, stream: str) -> str | None:
         """Return the agent name encoded in an agent stream's name, or None if it is not one."""
         head = f"{self.prefix}:agent:"

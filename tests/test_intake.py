@@ -293,3 +293,18 @@ def test_non_finite_numbers_in_metadata_are_rejected_not_stored_as_null(number: 
     assert number in data
     letter = rejected(entry(data), RejectReason.INVALID_JSON)
     assert "not standard JSON" in letter.detail and "NaN or Infinity" in letter.detail
+
+
+def test_the_fast_record_equals_what_model_construct_builds() -> None:
+    from daemon.intake import _record
+
+    outcome = run(entry(as_bytes(envelope())))
+    assert isinstance(outcome, Record)
+    values = dict(outcome.__dict__)
+    slow = Record.model_construct(**values)
+    assert outcome == slow
+    assert outcome.model_fields_set == slow.model_fields_set
+    assert outcome.model_dump() == slow.model_dump()
+    assert outcome.model_copy(update={"tags": None}) == slow
+    assert _record(dict(values)) == slow
+    Record.model_validate(outcome.model_dump())  # and it is a valid Record
