@@ -282,7 +282,7 @@ def verify(store: Any, client: redis.Redis, streams: Sequence[str], expected: in
 
 async def daemon_burst(settings: Settings, expected: int, redis_pid: int | None) -> tuple[DaemonRun, Any]:
     """Run the real Recorder over the backlog with ``burst=True``; returns the timing and the open store."""
-    store = open_store(settings)
+    store = open_store(settings, background_checkpoint=True)  # as the daemon opens it
     store.check_writable()
     client = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
     try:
@@ -367,7 +367,7 @@ async def daemon_latency(
     """The daemon in normal mode while another process publishes at a fixed rate."""
     keys = StreamKeys(settings.key_prefix)
     streams = [keys.agent_stream(a) for a in agents]
-    store = open_store(settings)
+    store = open_store(settings, background_checkpoint=True)  # as the daemon opens it
     store.check_writable()
     aclient = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
     ops = StreamOps(aclient, keys, settings.consumer)

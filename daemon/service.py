@@ -159,7 +159,7 @@ class Daemon:
         from daemon.store import open_store
 
         try:
-            store: Store = open_store(self.settings)
+            store: Store = open_store(self.settings, background_checkpoint=True)
             store.check_writable()
         except StoreError as exc:
             raise ServiceError(f"store {self.settings.store_path} is not usable: {exc}") from None

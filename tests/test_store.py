@@ -445,3 +445,25 @@ def test_readonly_store_refuses_to_migrate_a_new_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="needs migrations"):
         reader.migrate()
     reader.close()
+
+
+def test_background_checkpoint_copies_the_wal_into_the_database_outside_commits(tmp_path: Path) -> None:
+    from tests.helpers import wait_until
+
+    path = tmp_path / "aced.sqlite3"
+    background = open_test_store(path, background_checkpoint_s=0.05)
+    try:
+        (auto,) = _raw(path).execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert auto == 1000  # a fresh connection's default; the store's own writer has it at 0
+        (writer_auto,) = background._connection().execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert writer_auto == 0
+        size_before = path.stat().st_size
+        for batch in range(5):
+            records = [make_record(batch * 100 + i) for i in range(100)]
+            assert len(background.commit_batch(records, []).inserted) == 100
+        # The copy into the database file happens in the checkpoint thread, not in the commits.
+        wait_until(lambda: path.stat().st_size > size_before + 100 * 1024, timeout_s=10, what="a checkpoint")
+        assert background.counts().recorded == 500
+    finally:
+        background.close()
+    assert background._checkpointer is not None and not background._checkpointer.is_alive()

@@ -32,13 +32,15 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings, create: bool = True) -> SQLiteStore:
+def open_store(settings: Settings, create: bool = True, background_checkpoint: bool = False) -> SQLiteStore:
     """Open (and migrate) the store at ``settings.store_path`` with ``settings.sqlite_synchronous``.
 
     Args:
         settings: Where the data dir is and how durable commits must be.
         create: Create the data dir and an empty store if there is none. With ``False`` a missing store
             raises :class:`StoreError` (readers such as ``aced query`` should not create one by mistake).
+        background_checkpoint: Checkpoint the WAL from a thread of its own, never inside a commit (the
+            daemon, whose commits are on the ack path).
 
     Raises:
         StoreUnavailable: The file or its directory cannot be opened or written.
@@ -52,7 +54,11 @@ def open_store(settings: Settings, create: bool = True) -> SQLiteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-    store = SQLiteStore(path, synchronous=settings.sqlite_synchronous)
+    store = SQLiteStore(
+        path,
+        synchronous=settings.sqlite_synchronous,
+        background_checkpoint_s=1.0 if background_checkpoint else None,
+    )
     try:
         store.migrate()
     except BaseException:

@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import structlog
 
 from daemon.store.base import CommitResult, StoreCounts, StoredDeadLetter, StoreError, StoreUnavailable
 from schemas import SIGNAL_NAMES, AgentMessage, DeadLetter, Record, RejectReason, Signals, Tags
 from schemas._types import utc_now
+
+log = structlog.get_logger()
 
 #: How long a writer waits for another process's write lock before the store reports itself unavailable.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -314,6 +317,9 @@ class SQLiteStore:
         busy_timeout_ms: How long a write waits for another process's lock before
             :class:`StoreUnavailable`.
         readonly: Open with ``mode=ro`` (readers that must never create or migrate anything).
+        background_checkpoint_s: If set, commits never checkpoint the WAL themselves; a thread with its
+            own connection runs a passive checkpoint this often instead (the daemon: the copy back into
+            the database file then runs beside ingest, not inside a commit it would hold up).
     """
 
     def __init__(
@@ -322,6 +328,7 @@ class SQLiteStore:
         synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         readonly: bool = False,
+        background_checkpoint_s: float | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -333,6 +340,9 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
         self._closed = False
+        self._checkpoint_s = None if readonly else background_checkpoint_s
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # -- connection management
 
@@ -357,6 +367,9 @@ class SQLiteStore:
             # Checkpoint every ~16 MiB of WAL instead of 4 MiB: a 500-record batch writes about 1 MiB, and
             # fewer, larger checkpoints cost less per record (pages rewritten often are copied back once).
             conn.execute("PRAGMA wal_autocheckpoint = 4000")
+            if self._checkpoint_s is not None:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                self._start_checkpointer()
         except BaseException:
             conn.close()
             raise
@@ -759,9 +772,41 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`."""
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
         with self._lock:
             self._drop_connection()
             self._closed = True
+
+    def _start_checkpointer(self) -> None:
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="aced-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy committed WAL pages back into the database file, off the commit path. PASSIVE never waits
+        for or blocks a writer; one that cannot finish now finishes on a later pass."""
+        assert self._checkpoint_s is not None
+        conn: sqlite3.Connection | None = None
+        while not self._stop_checkpoints.wait(self._checkpoint_s):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:  # e.g. the store is unwritable for now: the writer reports it
+                log.warning("checkpoint_failed", error=str(exc))
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
