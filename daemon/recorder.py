@@ -40,6 +40,9 @@ log = structlog.get_logger()
 #: Errors that mean "Redis is unreachable right now": back off and try again, never give up.
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, OSError)
 
+#: Longest wait for a batch's tags from a tagger working in another process.
+_TAGS_TIMEOUT_S = 120.0
+
 #: How many conversations the tagger's history has been loaded for, at most (an LRU).
 _PRIMED_CONVERSATIONS = 10_000
 
@@ -118,6 +121,8 @@ class Recorder:
         self._prepared: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
         self._stop_reading = asyncio.Event()
         self._need_drain = True
+        #: Set when shutdown begins (a stop, or a burst that found nothing left).
+        self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event, burst: bool = False) -> None:
@@ -134,6 +139,7 @@ class Recorder:
                 if task.done() and not task.cancelled():
                     task.result()  # re-raise a bug instead of stopping silently
         finally:
+            self.stopping.set()
             # Stop reading, but let a read in progress finish (at most block_ms) and hand over what it
             # got: cancelling it could leave entries delivered to us that nobody processes until restart.
             self._stop_reading.set()
@@ -419,7 +425,9 @@ class Recorder:
         """Commit thread: wait for the tags a separate tagger computed, and attach them."""
         assert prepared.pending_tags is not None
         try:
-            tags = prepared.pending_tags.result()
+            # Bounded: a batch takes the child well under a second; a child that never answers must not
+            # hold the pipeline (its batch is recorded untagged).
+            tags = prepared.pending_tags.result(timeout=_TAGS_TIMEOUT_S)
         except Exception:  # e.g. the tagger's process died: record untagged, retag later
             log.exception("tagger_failed", entries=len(prepared.records))
             self.counters.untagged += len(prepared.records)

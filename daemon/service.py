@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,8 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.stop = asyncio.Event()
         self._signals = 0
+        self._shutdown_done = False
+        self._stuck_timer: threading.Timer | None = None
 
     async def run(self, burst: bool = False) -> int:
         """Start, record until stopped (or, with ``burst``, until nothing is left), stop. Returns 0."""
@@ -132,9 +135,11 @@ class Daemon:
             model_task = (
                 asyncio.create_task(model_tagger.run(), name="model-tagger") if model_tagger else None
             )
+            guard = asyncio.create_task(self._guard_shutdown(recorder), name="shutdown-guard")
             try:
                 await recorder.run(self.stop, burst=burst)
             finally:
+                guard.cancel()
                 if model_tagger is not None and model_task is not None:
                     await model_tagger.stop(model_task, timeout_s=settings.shutdown_timeout_s)
                 health.cancel()
@@ -153,6 +158,9 @@ class Daemon:
                 store.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop, others)
+            self._shutdown_done = True
+            if self._stuck_timer is not None:
+                self._stuck_timer.cancel()
         return 0
 
     def _open_store(self) -> Store:
@@ -179,12 +187,21 @@ class Daemon:
         log.info("stopping", signal=sig.name)
         self.notifier.notify(STOPPING="1")
         self.stop.set()
-        # Draining is bounded by shutdown_timeout_s per stage; past twice that something is stuck: leave
-        # (unacked entries are redelivered) with every thread's stack in the log, rather than hang.
+
+    async def _guard_shutdown(self, recorder: Recorder) -> None:
+        """Draining is bounded by shutdown_timeout_s per stage; past twice that something is stuck: leave
+        (unacked entries are redelivered) with every thread's stack in the log, rather than hang."""
+        await recorder.stopping.wait()
         deadline = 2 * self.settings.shutdown_timeout_s + 5
-        asyncio.get_running_loop().call_later(deadline, self._stuck, deadline)
+        # A thread timer, not the event loop: the loop itself may be what is stuck.
+        timer = threading.Timer(deadline, self._stuck, args=(deadline,))
+        timer.daemon = True
+        timer.start()
+        self._stuck_timer = timer
 
     def _stuck(self, after_s: float) -> None:
+        if self._shutdown_done:
+            return
         log.error("shutdown_stuck", after_s=after_s)
         faulthandler.dump_traceback(all_threads=True)
         os._exit(1)

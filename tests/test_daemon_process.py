@@ -42,16 +42,15 @@ def _exit_code(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> in
 
 def _burst(env: dict[str, str], log: Path, timeout_s: float = 120) -> None:
     with log.open("ab") as out:
-        done = subprocess.run(
-            [*daemon_command(), "--burst"],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=out,
-            timeout=timeout_s,
-            check=False,
+        proc = subprocess.Popen(
+            [*daemon_command(), "--burst"], env=env, cwd=REPO, stdout=out, stderr=out, start_new_session=True
         )
-    assert done.returncode == 0, log.read_text()[-3000:]
+    try:
+        assert _exit_code(proc, log, timeout_s) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_sigkill_mid_stream_and_restart_loses_and_duplicates_nothing(

@@ -187,8 +187,17 @@ class ProcessTagger:
         before its messages are tagged)."""
         self._primes.append((conversation_id, [_row(m) for m in history]))
 
-    def close(self) -> None:
-        """Stop the child process."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the child process: ask it to exit, wait up to ``timeout_s``, then terminate it."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Not shutdown(wait=True): it has no timeout, and a stuck child must not hang the daemon's exit.
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout_s)
+            if process.is_alive():
+                log.warning("tagger_process_terminated", pid=process.pid)
+                process.terminate()
+                process.join(5)
