@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,22 @@ def test_redis_restarted_under_a_running_daemon_loses_nothing(
     assert "redis_unreachable" in text and "redis_recovered" in text
 
 
+@contextlib.contextmanager
+def _stop_embedded_redis_on_failure(data: Path) -> Iterator[None]:
+    """If the test fails after the daemon started its Redis, the daemon is SIGKILLed and cannot stop it:
+    stop that server ourselves, by the PID the daemon recorded, so a failed run leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        pidfile = data / "redis" / "redis-server.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.exists() and str(data) in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGTERM)
+        raise
+
+
 def test_embedded_default_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
     """No ACED_REDIS_URL, no config: the daemon starts a Redis under the data dir; the CLI finds it."""
     data = tmp_path / "d"
@@ -218,7 +235,8 @@ def test_embedded_default_runs_its_own_redis_and_stops_it(tmp_path: Path) -> Non
             check=False,
         )
 
-    with daemon_process(env, log) as proc:
+    cleanup = _stop_embedded_redis_on_failure(data)
+    with cleanup, daemon_process(env, log) as proc:
         wait_until(
             lambda: (data / "redis" / "redis.sock").exists(), timeout_s=30, what="embedded redis socket"
         )
