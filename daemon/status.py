@@ -10,6 +10,7 @@ import redis
 
 from daemon.config import Settings
 from daemon.redis_conn import RedisUnavailable, describe_redis, sync_client
+from daemon.streams import as_text
 from schemas import CONSUMER_GROUP, StreamKeys
 
 
@@ -55,10 +56,6 @@ class StatusReport:
             "daemons": self.daemons,
             "problems": self.problems,
         }
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def collect_status(settings: Settings) -> StatusReport:
@@ -107,7 +104,9 @@ def _redis_part(settings: Settings, report: StatusReport) -> None:
         return
     try:
         report.redis_ok = True
-        for key in sorted(_s(k) for k in client.scan_iter(match=keys.agent_stream_pattern, _type="STREAM")):
+        for key in sorted(
+            as_text(k) for k in client.scan_iter(match=keys.agent_stream_pattern, _type="STREAM")
+        ):
             report.streams[key] = _stream_status(client, key)
             report.pending += report.streams[key]["pending"]
             report.lag += report.streams[key]["lag"] or 0
@@ -115,7 +114,7 @@ def _redis_part(settings: Settings, report: StatusReport) -> None:
             raw = client.hgetall(key)
             if not raw:
                 continue
-            daemon = {_s(k): _s(v) for k, v in raw.items()}
+            daemon = {as_text(k): as_text(v) for k, v in raw.items()}
             report.daemons.append(daemon)
             if daemon.get("redis_ok") == "0":
                 report.problems.append(f"daemon {daemon.get('consumer')}: Redis unreachable")
@@ -138,10 +137,10 @@ def _stream_status(client: redis.Redis, stream: str) -> dict[str, Any]:
     except redis.ResponseError:
         return out
     for group in groups:
-        if _s(group["name"]) != CONSUMER_GROUP:
+        if as_text(group["name"]) != CONSUMER_GROUP:
             continue
         out["pending"] = int(group["pending"])
-        last = _s(group["last-delivered-id"])
+        last = as_text(group["last-delivered-id"])
         out["last_delivered_id"] = last
         lag = group.get("lag")
         if lag is None:  # Redis < 7 does not report lag: count the entries after the read position

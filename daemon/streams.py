@@ -19,8 +19,9 @@ from daemon.intake import RawEntry
 from schemas import CONSUMER_GROUP, DATA_FIELD, DeadLetter, Event, StreamKeys
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A Redis reply value (bytes with ``decode_responses=False``) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:
@@ -86,7 +87,7 @@ class StreamOps:
         async for key in self.client.scan_iter(
             match=self.keys.agent_stream_pattern, count=1000, _type="STREAM"
         ):
-            name = _s(key)
+            name = as_text(key)
             if self.keys.agent_of(name) is not None:
                 found.append(name)
         return sorted(found)
@@ -138,8 +139,8 @@ class StreamOps:
         )
         return [
             PendingInfo(
-                _s(r["message_id"]),
-                _s(r["consumer"]),
+                as_text(r["message_id"]),
+                as_text(r["consumer"]),
                 int(r["time_since_delivered"]),
                 int(r["times_delivered"]),
             )
@@ -155,14 +156,14 @@ class StreamOps:
         reply = await self.client.xautoclaim(
             stream, CONSUMER_GROUP, self.consumer, min_idle_ms, start_id=start, count=count
         )
-        cursor = _s(reply[0])
+        cursor = as_text(reply[0])
         raw_entries = reply[1] or []
-        deleted = [_s(x) for x in reply[2]] if len(reply) > 2 and reply[2] else []
+        deleted = [as_text(x) for x in reply[2]] if len(reply) > 2 and reply[2] else []
         entries: list[RawEntry] = []
         for item in raw_entries:
             if item is None:
                 continue  # Redis 6.2 reports deleted entries as nil
-            entry_id, fields = _s(item[0]), item[1]
+            entry_id, fields = as_text(item[0]), item[1]
             if fields is None:
                 deleted.append(entry_id)
                 continue
@@ -181,7 +182,7 @@ class StreamOps:
         (daemons that exited; each restart with a new name leaves one behind). Returns their names."""
         removed = []
         for consumer in await self.client.xinfo_consumers(stream, CONSUMER_GROUP):
-            name = _s(consumer["name"])
+            name = as_text(consumer["name"])
             if name == self.consumer or int(consumer["pending"]) > 0 or int(consumer["idle"]) <= idle_ms:
                 continue
             # DELCONSUMER drops a consumer's pending entries from the PEL, so the check that it has none
@@ -238,13 +239,13 @@ class StreamOps:
         except ResponseError:
             return None
         for group in groups:
-            if _s(group["name"]) == CONSUMER_GROUP:
+            if as_text(group["name"]) == CONSUMER_GROUP:
                 lag = group.get("lag")
                 return GroupInfo(
                     stream=stream,
                     length=length,
                     pending=int(group["pending"]),
-                    last_delivered_id=_s(group["last-delivered-id"]),
+                    last_delivered_id=as_text(group["last-delivered-id"]),
                     lag=int(lag) if lag is not None else None,
                 )
         return None
@@ -260,15 +261,15 @@ class StreamOps:
             groups = await self.client.xinfo_groups(stream)
         except ResponseError:
             return 0
-        if not any(_s(g["name"]) == CONSUMER_GROUP for g in groups):
+        if not any(as_text(g["name"]) == CONSUMER_GROUP for g in groups):
             return 0  # we have not recorded anything from it yet
         for group in groups:
-            name = _s(group["name"])
-            bounds.append(next_id(_s(group["last-delivered-id"])))
+            name = as_text(group["name"])
+            bounds.append(next_id(as_text(group["last-delivered-id"])))
             if int(group["pending"]) > 0:
                 summary = await self.client.xpending(stream, name)
                 if summary and summary.get("min") is not None:
-                    bounds.append(_s(summary["min"]))
+                    bounds.append(as_text(summary["min"]))
         minid = entry_id_min(bounds)
         if minid is None or minid == "0-0":
             return 0
@@ -281,9 +282,9 @@ class StreamOps:
             return out
         items = reply.items() if isinstance(reply, dict) else reply
         for stream_name, entries in items:
-            stream = _s(stream_name)
+            stream = as_text(stream_name)
             for entry_id_raw, fields in entries:
-                entry_id = _s(entry_id_raw)
+                entry_id = as_text(entry_id_raw)
                 out.append(RawEntry(stream, entry_id, _fields(fields), counts.get(entry_id, 1)))
         return out
 
