@@ -111,3 +111,13 @@ def group_pending(client: redis.Redis, stream: str) -> int:
     except redis.ResponseError:
         return 0
     return sum(int(g["pending"]) for g in groups)
+
+
+def chattr(flag: str, *paths: Path) -> bool:
+    """``chattr FLAG PATHS`` (``+i``/``-i``): a real write failure even for root. False if unavailable."""
+    import shutil
+
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0

@@ -13,7 +13,7 @@ from daemon.config import Settings
 from daemon.service import Daemon, run_daemon
 from daemon.store import open_store
 from schemas import CONSUMER_GROUP, DATA_FIELD, RejectReason, StreamKeys
-from tests.helpers import counts, group_pending, make_messages, publish, recorded_ids
+from tests.helpers import chattr, counts, group_pending, make_messages, publish, recorded_ids
 
 
 def test_every_message_recorded_once_with_fields_intact_and_order_kept(
@@ -304,16 +304,6 @@ def test_tagger_none_records_untagged(
         store.close()
 
 
-def _chattr(flag: str, *paths: object) -> bool:
-    import shutil
-    import subprocess
-
-    if shutil.which("chattr") is None:
-        return False
-    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
-    return done.returncode == 0
-
-
 def test_store_unwritable_then_writable_acks_nothing_meanwhile_and_loses_nothing(
     make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
 ) -> None:
@@ -339,7 +329,7 @@ def test_store_unwritable_then_writable_acks_nothing_meanwhile_and_loses_nothing
                 await asyncio.sleep(0.02)
 
         await until(lambda: daemon.counters.recorded == 50, "first 50 recorded")
-        if not _chattr("+i", *frozen):
+        if not chattr("+i", *frozen):
             daemon.stop.set()
             await task
             pytest.skip("chattr +i is not available on this filesystem")
@@ -352,7 +342,7 @@ def test_store_unwritable_then_writable_acks_nothing_meanwhile_and_loses_nothing
             assert daemon.counters.recorded == 50
             assert group_pending(redis_client, stream) == 50  # read, not acked
         finally:
-            assert _chattr("-i", *frozen)
+            assert chattr("-i", *frozen)
         await until(lambda: daemon.counters.recorded == 100, "recovery by itself", timeout_s=30)
         await until(lambda: group_pending(redis_client, stream) == 0, "acks after the commit")
         assert daemon.counters.store_ok and daemon.counters.store_failures == 1

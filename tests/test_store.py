@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from daemon.config import Settings
 from daemon.store import SQLiteStore, Store, StoreError, StoreUnavailable, open_store
 from daemon.store.sqlite import available_migrations, pack_fields, unpack_fields
 from schemas._types import utc_now
+from tests.helpers import chattr
 from tests.test_store_support import (
     T0,
     make_dead_letter,
@@ -375,13 +375,6 @@ def test_vanished_directory_is_unavailable_then_recovers(tmp_path: Path) -> None
     store.close()
 
 
-def _chattr(flag: str, *paths: Path) -> bool:
-    if shutil.which("chattr") is None:
-        return False
-    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
-    return done.returncode == 0
-
-
 def test_read_only_files_are_unavailable_then_recover(tmp_path: Path) -> None:
     """chattr +i makes files unwritable even for root (tests run as root, which ignores chmod). The -shm
     file is left alone: SQLite maps it into memory and an immutable mapping would crash the process."""
@@ -389,7 +382,7 @@ def test_read_only_files_are_unavailable_then_recover(tmp_path: Path) -> None:
     store = open_test_store(path)
     store.commit_batch([make_record(1)], [])
     wal = Path(f"{path}-wal")
-    if not _chattr("+i", path, wal):
+    if not chattr("+i", path, wal):
         store.close()
         pytest.skip("chattr +i is not supported here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
     try:
@@ -399,7 +392,7 @@ def test_read_only_files_are_unavailable_then_recover(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable, match="readonly"):
             store.commit_batch([make_record(2)], [])
     finally:
-        _chattr("-i", path, wal)
+        chattr("-i", path, wal)
     assert store.commit_batch([make_record(2)], []).inserted == ["m-000002"]
     assert store.counts().recorded == 2
     store.close()
@@ -426,7 +419,7 @@ def test_an_up_to_date_read_only_store_still_opens_for_reading(tmp_path: Path) -
     writer = open_store(settings)
     writer.commit_batch([make_record(1)], [])
     writer.close()  # last connection: the WAL is checkpointed into the file and removed
-    if not _chattr("+i", settings.store_path):
+    if not chattr("+i", settings.store_path):
         pytest.skip("chattr +i is not supported here")
     try:
         reader = open_store(settings, create=False)
@@ -435,7 +428,7 @@ def test_an_up_to_date_read_only_store_still_opens_for_reading(tmp_path: Path) -
             reader.commit_batch([make_record(2)], [])
         reader.close()
     finally:
-        _chattr("-i", settings.store_path)
+        chattr("-i", settings.store_path)
 
 
 def test_readonly_store_refuses_to_migrate_a_new_file(tmp_path: Path) -> None:
