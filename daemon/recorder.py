@@ -29,7 +29,7 @@ import structlog
 from daemon.config import Settings
 from daemon.intake import IntakeLimits, RawEntry, dead_letter, intake
 from daemon.metrics import Counters
-from daemon.store.base import CommitResult, Store, StoreUnavailable
+from daemon.store.base import CommitResult, Store, StoreUnavailable, TagRow
 from daemon.streams import StreamOps
 from daemon.tagging.base import NoOpTagger, Tagger
 from schemas import DeadLetter, Event, Record, RejectReason, Tags
@@ -63,7 +63,8 @@ class Prepared:
     batch: Batch
     records: list[Record]
     letters: list[DeadLetter]
-    pending_tags: Future[list[Tags | None]] | None = None
+    #: tags a tagger in another process is computing, in the store's form (see ``ProcessTagger``)
+    pending_tags: Future[list[TagRow | None]] | None = None
 
 
 def _with_tags(records: list[Record], tags: Sequence[Tags | None]) -> list[Record]:
@@ -327,10 +328,11 @@ class Recorder:
         batch, records, letters = prepared.batch, prepared.records, prepared.letters
         started = time.perf_counter()
         try:
+            tag_rows = None
             if prepared.pending_tags is not None:
                 loop = asyncio.get_running_loop()
-                records = await loop.run_in_executor(self._commit_thread, self._collect_tags, prepared)
-            result = await self._commit_until_done(records, letters)
+                tag_rows = await loop.run_in_executor(self._commit_thread, self._collect_tags, prepared)
+            result = await self._commit_until_done(records, letters, tag_rows)
         except Exception as exc:  # the batch boundary: one broad except, and nothing is acked
             self._batch_failed(batch, exc)
             return
@@ -398,7 +400,7 @@ class Recorder:
                 letters.append(outcome)
         if not records or isinstance(self.tagger, NoOpTagger):
             return Prepared(batch, records, letters)
-        submit = getattr(self.tagger, "submit_batch", None)
+        submit = getattr(self.tagger, "submit_rows", None)
         if submit is None:
             return Prepared(batch, self._tag(records), letters)
         # A tagger in another process tags this batch while this thread validates the next one.
@@ -421,8 +423,8 @@ class Recorder:
             return records
         return _with_tags(records, tags)
 
-    def _collect_tags(self, prepared: Prepared) -> list[Record]:
-        """Commit thread: wait for the tags a separate tagger computed, and attach them."""
+    def _collect_tags(self, prepared: Prepared) -> list[TagRow | None] | None:
+        """Commit thread: wait for the tags a separate tagger computed (``None``: record untagged)."""
         assert prepared.pending_tags is not None
         try:
             # Bounded: a batch takes the child well under a second; a child that never answers must not
@@ -431,8 +433,8 @@ class Recorder:
         except Exception:  # e.g. the tagger's process died: record untagged, retag later
             log.exception("tagger_failed", entries=len(prepared.records))
             self.counters.untagged += len(prepared.records)
-            return prepared.records
-        return _with_tags(prepared.records, tags)
+            return None
+        return tags
 
     def _prime_history(self, records: Sequence[Record]) -> None:
         if self.settings.tag_history <= 0:
@@ -454,14 +456,16 @@ class Recorder:
             if len(self._primed) > _PRIMED_CONVERSATIONS:
                 self._primed.popitem(last=False)
 
-    async def _commit_until_done(self, records: list[Record], letters: list[DeadLetter]) -> CommitResult:
+    async def _commit_until_done(
+        self, records: list[Record], letters: list[DeadLetter], tag_rows: list[TagRow | None] | None = None
+    ) -> CommitResult:
         """Commit in the worker thread; while the store is unwritable, wait and retry (nothing is acked)."""
         loop = asyncio.get_running_loop()
         backoff = Backoff(self.settings.store_retry_s, 30.0)
         while True:
             try:
                 result = await loop.run_in_executor(
-                    self._commit_thread, self.store.commit_batch, records, letters
+                    self._commit_thread, self.store.commit_batch, records, letters, tag_rows
                 )
             except StoreUnavailable as exc:
                 self.counters.store_retries += 1

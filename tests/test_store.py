@@ -224,6 +224,22 @@ def test_current_tags_are_the_latest_added_and_versions_are_kept(store: SQLiteSt
     assert store.read("SELECT count(*) FROM tags WHERE message_id = 'm-000001' AND is_current = 1") == [(1,)]
 
 
+def test_tag_rows_given_beside_the_records_are_stored_as_their_tags(store: SQLiteStore) -> None:
+    """The daemon's tagger process sends tags in the store's form; they are stored as if on the records,
+    a ``None`` row leaves its record untagged, and a duplicate's row is not stored."""
+    from daemon.store.base import tag_row
+
+    tags = make_tags("A", 90, 80, version="rules-x")
+    records = [make_record(1), make_record(2), make_record(1)]
+    result = store.commit_batch(records, [], [tag_row(tags), None, tag_row(make_tags("C"))])
+    assert result.inserted == ["m-000001", "m-000002"]
+    first, second = store.get("m-000001"), store.get("m-000002")
+    assert first is not None and first.tags == tags
+    assert second is not None and second.tags is None
+    with pytest.raises(ValueError):
+        store.commit_batch([make_record(3)], [], [])
+
+
 def test_add_tags_to_an_unknown_record_fails(store: SQLiteStore) -> None:
     with pytest.raises(StoreError, match="no record"):
         store.add_tags("nope", make_tags())

@@ -99,3 +99,21 @@ def test_signal_gates_name_the_families_each_step_needs() -> None:
             ctx = MessageContext(message.message_id, message.agent, None, features, without, 50, (), set())
             result = SIGNAL_STEPS[name](ctx)
             assert result.score == 0 and not result.evidence, (name, message.message_id)
+
+
+def test_tag_rows_are_the_store_form_of_the_same_tags() -> None:
+    """What the daemon's tagger process sends (``RulesTagger.tag_rows``, no ``Tags`` built) is exactly
+    what the store would make of ``tag_text``'s validated ``Tags``, history included."""
+    from daemon.store.base import tag_row, tags_from_row
+
+    messages = _bench_module().make_messages(10_000, 0)[:BENCH_MESSAGES]
+    odd = ["", "```\nprint(1)\n```", "| a | b |\n|---|---|\n| 1 | 2 |", "x" * 300_000, "\ud800 lone"]
+    fields = [(m.message_id, m.agent, m.conversation_id, m.reply_to, m.content) for m in messages]
+    fields += [(f"odd-{i}", "claude", "odd", None, text) for i, text in enumerate(odd)]
+    rows = RulesTagger().tag_rows(fields)
+    validated = RulesTagger()
+    for (message_id, agent, conversation, reply_to, content), row in zip(fields, rows, strict=True):
+        assert not isinstance(row, str), row
+        tags = validated.tag_text(content, conversation, message_id, agent, reply_to)
+        assert row == tag_row(tags)
+        assert tags_from_row(row) == tags

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,8 +62,8 @@ def test_tokens_are_whole_words_lowercased() -> None:
 
 def test_extract_drops_code_and_quoted_lines_from_prose() -> None:
     f = extract("> we should use Kafka\nI disagree.\n```python\nx = 1\n```")
-    assert "kafka" not in f.token_set
-    assert "disagree" in f.token_set
+    assert "kafka" not in f.tokens
+    assert "disagree" in f.tokens
     assert f.quoted_lines == 1
     assert 0 < f.code_share < 1
 
@@ -74,7 +76,7 @@ def test_extract_bounds_the_scan() -> None:
 
 def test_extract_reads_non_ascii_words() -> None:
     f = extract("Je propose qu'on garde le clamp dur, différentes graines.")
-    assert "différentes" in f.token_set
+    assert "différentes" in f.tokens
 
 
 # ------------------------------------------------------------------ step 2: markers
@@ -99,6 +101,31 @@ def test_every_marker_tokenises() -> None:
     for family, markers in LEXICONS.items():
         for marker in markers:
             assert tokenize(marker), (family, marker)
+
+
+def test_index_finds_exactly_the_markers_a_brute_force_search_finds() -> None:
+    """The automaton against the definition it implements: " marker " in the joined tokens, every marker
+    checked one by one, on every labelled message (and each marker listed once, however often it occurs)."""
+    data = Path(__file__).parent / "data" / "tagging"
+    texts = [
+        json.loads(line)["content"]
+        for name in ("dev.jsonl", "heldout.jsonl")
+        for line in (data / name).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    texts.append("go with go with, ship it. Ship it! bug bug bug")
+    for text in texts:
+        features = extract(text)
+        expected = {
+            (family, " ".join(tokenize(marker)))
+            for family, markers in LEXICONS.items()
+            for marker in markers
+            if f" {' '.join(tokenize(marker))} " in features.joined
+        }
+        hits = DEFAULT_INDEX.match(features)
+        found = [(family, marker) for family, markers in hits.items() for marker in markers]
+        assert len(found) == len(set(found)), text
+        assert set(found) == expected, text
 
 
 def test_marker_order_is_stable() -> None:

@@ -6,9 +6,52 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from schemas import DeadLetter, Record, Tags
+import orjson
+
+from schemas import SIGNAL_NAMES, DeadLetter, Record, Signals, Tags
+
+#: One tag version as the store holds it: ``tagger_version, tier, tier_rule, tier_confidence, novelty,
+#: emergence``, the six signals in ``SIGNAL_NAMES`` order, and the evidence as JSON text. A tagger in
+#: another process sends its tags in this form, so the daemon stores them without rebuilding ``Tags``.
+TagRow = tuple[str, str, str, float, int, int, int, int, int, int, int, int, str]
+
+
+def tag_row(tags: Tags) -> TagRow:
+    """``tags`` in the store's column order (see :data:`TagRow`)."""
+    s = tags.signals
+    return (
+        tags.tagger_version,
+        tags.tier,
+        tags.tier_rule,
+        tags.tier_confidence,
+        tags.novelty,
+        tags.emergence,
+        s.novelty,
+        s.solution_quality,
+        s.assumption_challenge,
+        s.error_correction,
+        s.cross_domain_synthesis,
+        s.specialization_recognition,
+        orjson.dumps(tags.evidence).decode("utf-8"),
+    )
+
+
+def tags_from_row(values: Sequence[Any]) -> Tags:
+    """Inverse of :func:`tag_row`, validated."""
+    tagger_version, tier, tier_rule, confidence, novelty, emergence = values[:6]
+    signal_values = values[6 : 6 + len(SIGNAL_NAMES)]
+    return Tags(
+        tier=tier,
+        tier_rule=tier_rule,
+        tier_confidence=confidence,
+        signals=Signals(**dict(zip(SIGNAL_NAMES, signal_values, strict=True))),
+        novelty=novelty,
+        emergence=emergence,
+        tagger_version=tagger_version,
+        evidence=orjson.loads(values[-1]),
+    )
 
 
 class StoreError(Exception):
@@ -63,8 +106,16 @@ class Store(Protocol):
     def check_writable(self) -> None:
         """Raise :class:`StoreUnavailable` unless a write transaction can commit right now."""
 
-    def commit_batch(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> CommitResult:
+    def commit_batch(
+        self,
+        records: Sequence[Record],
+        dead_letters: Sequence[DeadLetter],
+        tag_rows: Sequence[TagRow | None] | None = None,
+    ) -> CommitResult:
         """Commit records and dead letters in ONE durable transaction, idempotently on ``message_id``.
+
+        ``tag_rows``, when given, holds each record's tags (same order; ``None``: untagged) and is used
+        instead of ``Record.tags``.
 
         Returns only after the transaction is durable. Raises :class:`StoreUnavailable` (nothing
         committed) when the store cannot be written.

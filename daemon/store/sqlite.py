@@ -25,8 +25,17 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from daemon.store.base import CommitResult, StoreCounts, StoredDeadLetter, StoreError, StoreUnavailable
-from schemas import SIGNAL_NAMES, AgentMessage, DeadLetter, Record, RejectReason, Signals, Tags
+from daemon.store.base import (
+    CommitResult,
+    StoreCounts,
+    StoredDeadLetter,
+    StoreError,
+    StoreUnavailable,
+    TagRow,
+    tag_row,
+    tags_from_row,
+)
+from schemas import SIGNAL_NAMES, AgentMessage, DeadLetter, Record, RejectReason, Tags
 from schemas._types import utc_now
 
 log = structlog.get_logger()
@@ -191,23 +200,6 @@ def _record_row(record: Record, committed_at: datetime, iso: dict[datetime, str]
     )
 
 
-def _tags_row(message_id: str, tags: Tags, added_us: int) -> tuple[Any, ...]:
-    signals = tags.signals
-    return (
-        message_id,
-        1,
-        added_us,
-        tags.tagger_version,
-        tags.tier,
-        tags.tier_rule,
-        tags.tier_confidence,
-        tags.novelty,
-        tags.emergence,
-        *(getattr(signals, name) for name in SIGNAL_NAMES),
-        _json(tags.evidence),
-    )
-
-
 def row_to_record(row: Sequence[Any]) -> Record:
     """Rebuild a :class:`Record` from a row selected with :data:`RECORD_SELECT`."""
     (
@@ -248,7 +240,7 @@ def row_to_record(row: Sequence[Any]) -> Record:
         strict=False,
         context=_READ_CONTEXT,
     )
-    tags = _tags_from_values(row[19:]) if row[19] is not None else None
+    tags = tags_from_row(row[19:]) if row[19] is not None else None
     return Record(
         envelope=envelope,
         stream=stream,
@@ -479,8 +471,16 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise self._fail(exc, "check_writable") from exc
 
-    def commit_batch(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> CommitResult:
+    def commit_batch(
+        self,
+        records: Sequence[Record],
+        dead_letters: Sequence[DeadLetter],
+        tag_rows: Sequence[TagRow | None] | None = None,
+    ) -> CommitResult:
         """Commit records (with their tags) and dead letters in ONE durable transaction.
+
+        Each record's tags are ``tag_rows[i]`` when ``tag_rows`` is given (already in the store's form, as
+        a tagger in another process sends them), else ``record.tags``.
 
         Each record ends in exactly one list of the result: ``inserted`` (new ``message_id``),
         ``redelivered`` (same ``message_id`` from the same stream entry: Redis delivered it again) or
@@ -500,7 +500,7 @@ class SQLiteStore:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = self._commit_locked(conn, records, dead_letters, now, now_iso)
+                    result = self._commit_locked(conn, records, dead_letters, tag_rows, now, now_iso)
                     conn.execute("COMMIT")
                 except BaseException:
                     self._rollback(conn)
@@ -514,6 +514,7 @@ class SQLiteStore:
         conn: sqlite3.Connection,
         records: Sequence[Record],
         dead_letters: Sequence[DeadLetter],
+        given_tags: Sequence[TagRow | None] | None,
         now: datetime,
         now_iso: str,
     ) -> CommitResult:
@@ -539,15 +540,21 @@ class SQLiteStore:
             ):
                 known[mid] = (stream, entry_id, sha)
 
-        for record in records:
+        if given_tags is not None and len(given_tags) != len(records):
+            raise ValueError(f"{len(given_tags)} tag rows for {len(records)} records")
+        for i, record in enumerate(records):
             mid = record.envelope.message_id
             seen = known.get(mid)
             if seen is None:
                 known[mid] = (record.stream, record.entry_id, record.content_sha256)
                 inserted.append(mid)
                 new_rows.append(_record_row(record, now, iso_cache))
-                if record.tags is not None:
-                    tag_rows.append(_tags_row(mid, record.tags, now_us))
+                if given_tags is not None:
+                    given = given_tags[i]
+                    if given is not None:
+                        tag_rows.append((mid, 1, now_us, *given))
+                elif record.tags is not None:
+                    tag_rows.append((mid, 1, now_us, *tag_row(record.tags)))
             elif seen[0] == record.stream and seen[1] == record.entry_id:
                 redelivered.append(mid)
                 redelivery_rows.append((mid, record.stream, record.entry_id, now_iso, record.delivery_count))
@@ -661,7 +668,7 @@ class SQLiteStore:
                             "UPDATE tags SET is_current = 0 WHERE message_id = ? AND is_current = 1",
                             (message_id,),
                         )
-                        conn.execute(_INSERT_TAGS, _tags_row(message_id, tags, added_us))
+                        conn.execute(_INSERT_TAGS, (message_id, 1, added_us, *tag_row(tags)))
                     conn.execute("COMMIT")
                 except BaseException:
                     self._rollback(conn)
@@ -675,7 +682,7 @@ class SQLiteStore:
             f"SELECT {_TAG_COLUMNS} FROM tags WHERE message_id = ? ORDER BY is_current, added_us",
             (message_id,),
         )
-        return [_tags_from_values(row) for row in rows]
+        return [tags_from_row(row) for row in rows]
 
     def mark_replayed(self, dead_letter_id: int, at: datetime) -> None:
         """Record that a dead letter was published again (``aced dlq replay``)."""
@@ -837,18 +844,3 @@ def _row_to_dead_letter(row: Sequence[Any]) -> StoredDeadLetter:
         consumer=consumer,
     )
     return StoredDeadLetter(id=dl_id, entry=entry, replayed_at=from_iso(replayed) if replayed else None)
-
-
-def _tags_from_values(values: Sequence[Any]) -> Tags:
-    tagger_version, tier, tier_rule, confidence, novelty, emergence = values[:6]
-    signal_values = values[6 : 6 + len(SIGNAL_NAMES)]
-    return Tags(
-        tier=tier,
-        tier_rule=tier_rule,
-        tier_confidence=confidence,
-        signals=Signals(**dict(zip(SIGNAL_NAMES, signal_values, strict=True))),
-        novelty=novelty,
-        emergence=emergence,
-        tagger_version=tagger_version,
-        evidence=orjson.loads(values[-1]),
-    )

@@ -1,9 +1,8 @@
 """Step 2 of the rules pipeline: marker lexicons and the index that finds them in one pass.
 
 A marker is a word or a phrase, matched on whole tokens (never substrings). Instead of running one regex per
-marker, every marker is indexed by one *anchor* token (its longest word): a message's token set is
-intersected with the anchor set in C, and only the few phrases whose anchor occurs are checked against the
-message's joined tokens. The cost therefore barely depends on how many markers the lexicons hold.
+marker, all markers are compiled into one Aho-Corasick automaton (``pyahocorasick``, in C) that reads the
+message's joined tokens once. The cost therefore barely depends on how many markers the lexicons hold.
 
 The lexicons are the recognition guide of ``docs/ace_tiers.md`` and ``docs/emergence_signals.md`` in
 machine form; change both together and bump ``RULES_VERSION`` in ``rules.py``.
@@ -13,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from itertools import chain
+from operator import itemgetter
+
+import ahocorasick
 
 from daemon.tagging.text import STOPWORDS, TextFeatures, tokenize
 
@@ -643,67 +645,54 @@ def _anchor(tokens: tuple[str, ...]) -> str:
 
 
 class MarkerIndex:
-    """All lexicons compiled into an anchor index; :meth:`match` finds every marker in one pass.
+    """All lexicons compiled into one Aho-Corasick automaton; :meth:`match` finds every marker in one pass.
+
+    Patterns are markers tokenised exactly like message text and wrapped in spaces (" go with "), searched
+    in the message's joined tokens (" tok1 tok2 ... "): a hit is therefore always on whole tokens, and the
+    automaton walks each message once in C, whatever the number of markers. The result equals testing
+    ``" " + marker + " " in features.joined`` for every marker, which is what the tests compare it with.
 
     The evidence order is fixed by the anchors: markers are listed by (anchor, family, marker), where the
-    anchor is the word :func:`_anchor` indexes a phrase by (a one-word marker is its own anchor). Every marker
-    gets its *rank* in that order once, here; :meth:`match` collects the ranks of the markers it finds in any
-    order, sorts those few integers and groups them by family. That frees the lookups from walking the anchors
-    in order, so one-word markers come out of a set intersection and a C-level chain instead of a Python loop.
+    anchor is the word :func:`_anchor` names for a phrase (a one-word marker is its own anchor). Every
+    marker gets its *rank* in that order once, here; :meth:`match` collects the ranks of the markers found
+    (each once, however often it occurs), sorts those few integers and groups them by family.
     """
 
-    __slots__ = ("_phrase_keys", "_phrases", "_ranked", "_single_keys", "_singles")
+    __slots__ = ("_automaton", "_ranked")
 
     def __init__(self, lexicons: Mapping[str, Iterable[str]]) -> None:
         """Index ``lexicons`` (family -> markers); markers are tokenised exactly like message text."""
-        entries: set[tuple[str, str, str, str, tuple[str, ...]]] = set()
+        entries: set[tuple[str, str, str]] = set()
         for family, markers in lexicons.items():
             for marker in markers:
                 toks = tokenize(marker)
                 if not toks:
                     raise ValueError(f"marker {marker!r} of {family} has no word in it")
-                # A one-word marker is found by the set intersection alone (its phrase is ""); a phrase is
-                # then confirmed on the joined tokens, which only happens when its rarest-looking word occurs.
                 anchor = toks[0] if len(toks) == 1 else _anchor(toks)
-                phrase = "" if len(toks) == 1 else " " + " ".join(toks) + " "
-                entries.add((anchor, family, " ".join(toks), phrase, toks))
-        singles: dict[str, list[int]] = {}
-        phrase_ranks: dict[str, list[int]] = {}  # a phrase may be a marker of several families
-        phrases: dict[str, dict[str, frozenset[str]]] = {}
+                entries.add((anchor, family, " ".join(toks)))
+        ranks: dict[str, list[int]] = {}  # a marker may belong to several families
         ranked: list[tuple[str, str]] = []
-        for rank, (anchor, family, marker, phrase, toks) in enumerate(sorted(entries)):
+        for rank, (_, family, marker) in enumerate(sorted(entries)):
             ranked.append((family, marker))
-            if phrase:
-                phrase_ranks.setdefault(phrase, []).append(rank)
-                phrases.setdefault(anchor, {})[phrase] = frozenset(toks)
-            else:
-                singles.setdefault(anchor, []).append(rank)
+            ranks.setdefault(f" {marker} ", []).append(rank)
+        automaton = ahocorasick.Automaton()
+        for pattern, pattern_ranks in ranks.items():
+            automaton.add_word(pattern, tuple(pattern_ranks))
+        automaton.make_automaton()
+        self._automaton = automaton
         self._ranked = tuple(ranked)
-        self._singles = {k: tuple(v) for k, v in singles.items()}
-        self._single_keys = frozenset(singles)
-        # All of a phrase's words must be among the message's tokens before the (dearer) substring search
-        # runs: a frequent anchor ("with" of "go with") then rarely costs a search through the message.
-        self._phrases = {
-            anchor: tuple((phrase, words, tuple(phrase_ranks[phrase])) for phrase, words in by_phrase.items())
-            for anchor, by_phrase in phrases.items()
-        }
-        self._phrase_keys = frozenset(phrases)
 
     def match(self, features: TextFeatures) -> dict[str, list[str]]:
         """family -> markers found in ``features``, in a fixed order (families with no hit are absent)."""
-        token_set = features.token_set
-        # one-word markers: every rank of every marker word present, without a Python-level loop
-        ranks = list(chain.from_iterable(map(self._singles.__getitem__, token_set & self._single_keys)))
-        joined = features.joined
-        for phrase, words, phrase_ranks in chain.from_iterable(
-            map(self._phrases.__getitem__, token_set & self._phrase_keys)
-        ):
-            if words <= token_set and phrase in joined:
-                ranks += phrase_ranks
-        # Sorted ranks: set iteration order depends on the per-process string hash seed, and the evidence
-        # must be the same in every process.
-        ranks.sort()
-        return _group(ranks, self._ranked)
+        # (end, ranks) per occurrence; a set keeps each marker once. Sorted ranks: the evidence must not
+        # depend on where in the message a marker occurs first, nor on the string hash seed.
+        found = set(chain.from_iterable(map(_second, self._automaton.iter(features.joined))))
+        if not found:
+            return {}
+        return _group(sorted(found), self._ranked)
+
+
+_second = itemgetter(1)
 
 
 def _group(ranks: list[int], ranked: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
+import orjson
 import structlog
 
+from daemon.store.base import TagRow
 from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessage
 from daemon.tagging.markers import DEFAULT_AGENT_NAMES, DEFAULT_INDEX, MarkerIndex
 from daemon.tagging.text import SCAN_CHARS, TextFeatures, extract
@@ -27,6 +29,8 @@ log = structlog.get_logger()
 RULES_VERSION = "rules-2"
 
 Hits = dict[str, list[str]]
+#: What the tagger needs of a message: (message_id, agent, conversation_id, reply_to, content).
+MessageFields = tuple[str, str, str, str | None, str]
 
 
 class MessageContext(NamedTuple):
@@ -274,9 +278,11 @@ def score_specialization(ctx: MessageContext) -> SignalScore:
     strengths = ctx.hits.get("specialization_recognition.strength", ())
     if not strengths:
         return SignalScore(0, {})
-    tokens = ctx.features.token_set
+    joined = ctx.features.joined
     # a known name as a word, or "Claude's specs" (which names Claude too); one pass over the few names
-    names = sorted({n for n in DEFAULT_AGENT_NAMES.union(ctx.senders) if n in tokens or n + "'s" in tokens})
+    names = sorted(
+        {n for n in DEFAULT_AGENT_NAMES.union(ctx.senders) if f" {n} " in joined or f" {n}'s " in joined}
+    )
     score = 25 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
     return SignalScore(_clamp(score), {"agents": names} if names else _NO_EXTRA)
 
@@ -423,6 +429,72 @@ class RulesTagger:
         self, content: str, conversation_id: str, message_id: str, agent: str, reply_to: str | None = None
     ) -> Tags:
         """Tag raw fields (what ``aced tag`` reads) and remember the message in its conversation."""
+        tier, rule, confidence, scores, novelty, emergence_score, evidence = self._tag(
+            content, conversation_id, message_id, agent, reply_to
+        )
+        return Tags.model_validate(
+            {
+                "tier": tier,
+                "tier_rule": rule,
+                "tier_confidence": confidence,
+                "signals": scores,
+                "novelty": novelty,
+                "emergence": emergence_score,
+                "tagger_version": self.version,
+                "evidence": evidence,
+            }
+        )
+
+    def tag_rows(self, rows: Iterable[MessageFields]) -> list[TagRow | str]:
+        """Tag ``(message_id, agent, conversation_id, reply_to, content)`` rows in order, straight into the
+        store's form (:data:`daemon.store.base.TagRow`): what the daemon's tagger process runs.
+
+        The same tags as :meth:`tag_text` (a test compares them on every labelled message) without building
+        a ``Tags`` model the store would only take apart again; a message that cannot be tagged gets the
+        error's text instead of a row.
+        """
+        out: list[TagRow | str] = []
+        version = self.version
+        tag = self._tag
+        dumps = orjson.dumps
+        paused = gc.isenabled()  # see tag_batch
+        if paused:
+            gc.disable()
+        try:
+            for message_id, agent, conversation_id, reply_to, content in rows:
+                try:
+                    tier, rule, confidence, scores, novelty, emergence_score, evidence = tag(
+                        content, conversation_id, message_id, agent, reply_to
+                    )
+                    out.append(
+                        (
+                            version,
+                            tier,
+                            rule,
+                            confidence,
+                            novelty,
+                            emergence_score,
+                            scores["novelty"],
+                            scores["solution_quality"],
+                            scores["assumption_challenge"],
+                            scores["error_correction"],
+                            scores["cross_domain_synthesis"],
+                            scores["specialization_recognition"],
+                            dumps(evidence).decode("utf-8"),
+                        )
+                    )
+                except Exception as exc:  # one odd message must not cost the batch its tags
+                    out.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if paused:
+                gc.enable()
+        return out
+
+    def _tag(
+        self, content: str, conversation_id: str, message_id: str, agent: str, reply_to: str | None
+    ) -> tuple[Tier, str, float, dict[str, int], int, int, dict[str, Any]]:
+        """The pipeline for one message: (tier, rule, confidence, signal scores in ``SIGNAL_NAMES``
+        order, novelty, emergence, evidence). Remembers the message in its conversation."""
         hist = self._cache.get(conversation_id)
         features = extract(content)
         hits = self._index.match(features)
@@ -457,15 +529,12 @@ class RulesTagger:
         if features.truncated:
             evidence["scanned_chars"] = SCAN_CHARS
         hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
-        return Tags.model_validate(
-            {
-                "tier": decision.tier,
-                "tier_rule": decision.rule,
-                "tier_confidence": decision.confidence,
-                "signals": scores,
-                "novelty": novelty,
-                "emergence": emergence(scores.values()),
-                "tagger_version": self.version,
-                "evidence": evidence,
-            }
+        return (
+            decision.tier,
+            decision.rule,
+            decision.confidence,
+            scores,
+            novelty,
+            emergence(scores.values()),
+            evidence,
         )

@@ -8,6 +8,7 @@ the act of a message is decided by its opening paragraphs anyway.
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
 from typing import NamedTuple
 
 #: Only this many characters of a message are scanned for markers and novelty.
@@ -43,11 +44,13 @@ STOPWORDS = frozenset(
 )
 
 
+_is_stopword = STOPWORDS.__contains__
+
+
 class TextFeatures(NamedTuple):
     """What the later pipeline steps read about one message's text (a NamedTuple: cheap to build)."""
 
     tokens: list[str]  #: lower-cased word tokens of the prose (code and quoted lines removed)
-    token_set: frozenset[str]
     joined: str  #: " tok1 tok2 ... " so that phrases match on word boundaries with ``in``
     content_terms: frozenset[str]  #: tokens that are not stopwords (nor single letters)
     n_chars: int  #: length of the full content
@@ -79,13 +82,12 @@ def extract(content: str) -> TextFeatures:
     else:
         lower = lower.replace("\u2019", "'")
         tokens = _WORD_RE.findall(lower)
-    token_set = frozenset(tokens)
     # positional: a NamedTuple built from keywords pays for mapping them onto its fields
     return TextFeatures(
         tokens,
-        token_set,
         " " + " ".join(tokens) + " ",  # joined
-        token_set - STOPWORDS,  # content_terms
+        # filtered in C before the set is built: a third cheaper than a set of all tokens minus STOPWORDS
+        frozenset(filterfalse(_is_stopword, tokens)),  # content_terms
         len(content),  # n_chars
         _count_digits(lower),
         lower.count("?"),  # n_questions

@@ -16,10 +16,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import orjson
 import structlog
 
-from schemas import SIGNAL_NAMES, AgentMessage, Tags
+from daemon.store.base import TagRow, tags_from_row
+from schemas import AgentMessage, Tags
 
 log = structlog.get_logger()
 
@@ -41,60 +41,14 @@ def _init_child(history: int) -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-#: What crosses the process boundary per message: plain values (cheap to pickle), the evidence as JSON.
-Packed = tuple[str, str, float, tuple[int, ...], int, int, str, bytes]
-
-
-def _child_tag(primes: list[tuple[str, list[Row]]], rows: list[Row]) -> list[Packed | str]:
-    """In the child: load the queued histories, then tag rows in order. Each result is packed, or an
-    error text for that message."""
+def _child_tag(primes: list[tuple[str, list[Row]]], rows: list[Row]) -> list[TagRow | str]:
+    """In the child: load the queued histories, then tag rows in order. Each result is a row in the
+    store's form (plain values and the evidence as JSON text: cheap to pickle, stored as is), or an error
+    text for that message."""
     for conversation_id, history in primes:
         _child_prime(conversation_id, history)
-    out: list[Packed | str] = []
-    gc.disable()  # as RulesTagger.tag_batch does: no cyclic collection in the middle of a batch
-    try:
-        _tag_rows(rows, out)
-    finally:
-        gc.enable()
-    return out
-
-
-def _tag_rows(rows: list[Row], out: list[Packed | str]) -> None:
-    for message_id, agent, conversation_id, reply_to, content in rows:
-        try:
-            t = _CHILD_TAGGER.tag_text(content, conversation_id, message_id, agent, reply_to)
-            signals = tuple(getattr(t.signals, name) for name in SIGNAL_NAMES)
-            evidence = orjson.dumps(t.evidence)
-            out.append(
-                (
-                    t.tier,
-                    t.tier_rule,
-                    t.tier_confidence,
-                    signals,
-                    t.novelty,
-                    t.emergence,
-                    t.tagger_version,
-                    evidence,
-                )
-            )
-        except Exception as exc:  # one odd message must not cost the batch its tags
-            out.append(f"{type(exc).__name__}: {exc}")
-
-
-def _unpack(packed: Packed) -> Tags:
-    tier, rule, confidence, signals, novelty, emergence, version, evidence = packed
-    return Tags.model_validate(
-        {
-            "tier": tier,
-            "tier_rule": rule,
-            "tier_confidence": confidence,
-            "signals": dict(zip(SIGNAL_NAMES, signals, strict=True)),
-            "novelty": novelty,
-            "emergence": emergence,
-            "tagger_version": version,
-            "evidence": orjson.loads(evidence),
-        }
-    )
+    rows_out: list[TagRow | str] = _CHILD_TAGGER.tag_rows(rows)
+    return rows_out
 
 
 def _child_prime(conversation_id: str, rows: list[Row]) -> None:
@@ -136,12 +90,13 @@ class ProcessTagger:
     def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
         """Tag in the child and wait; a message it could not tag gets ``None``. A dead child raises
         ``BrokenProcessPool`` and is replaced by the next call (the history it held is lost)."""
-        return self.submit_batch(messages).result()
+        return [None if row is None else tags_from_row(row) for row in self.submit_rows(messages).result()]
 
-    def submit_batch(self, messages: Sequence[AgentMessage]) -> Future[list[Tags | None]]:
-        """Send a batch to the child and return at once; the future holds the tags in order. Batches
+    def submit_rows(self, messages: Sequence[AgentMessage]) -> Future[list[TagRow | None]]:
+        """Send a batch to the child and return at once; the future holds each message's tags in the
+        store's form (:data:`~daemon.store.base.TagRow`), in order, ``None`` where tagging failed. Batches
         are tagged in submission order (one child), so each sees the history of the ones before."""
-        done: Future[list[Tags | None]] = Future()
+        done: Future[list[TagRow | None]] = Future()
         if not messages:
             done.set_result([])
             return done
@@ -153,9 +108,9 @@ class ProcessTagger:
             done.set_exception(exc)
             return done
 
-        def finish(child: Future[list[Packed | str]]) -> None:
+        def finish(child: Future[list[TagRow | str]]) -> None:
             try:
-                done.set_result(self._unpack_all(messages, child.result()))
+                done.set_result(self._checked(messages, child.result()))
             except BrokenProcessPool as exc:
                 self._died()
                 done.set_exception(exc)
@@ -172,14 +127,14 @@ class ProcessTagger:
         self._pool = None
 
     @staticmethod
-    def _unpack_all(messages: Sequence[AgentMessage], packed: list[Packed | str]) -> list[Tags | None]:
-        out: list[Tags | None] = []
-        for message, item in zip(messages, packed, strict=True):
+    def _checked(messages: Sequence[AgentMessage], results: list[TagRow | str]) -> list[TagRow | None]:
+        out: list[TagRow | None] = []
+        for message, item in zip(messages, results, strict=True):
             if isinstance(item, str):
                 log.warning("tagging_failed", message_id=message.message_id, error=item)
                 out.append(None)
             else:
-                out.append(_unpack(item))
+                out.append(item)
         return out
 
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
