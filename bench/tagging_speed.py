@@ -1,13 +1,17 @@
-"""Throughput of the rules tagger on the daemon's path: RulesTagger.tag_batch in batches of 500.
+"""Throughput of the rules tagger on the daemon's path, in batches of 500, in one process.
 
     python bench/tagging_speed.py [--messages 10000] [--batch 500] [--seed 0] [--repeat 3]
+
+Two figures: ``RulesTagger.tag_rows`` (what the daemon's tagger process runs: message fields in, tags out
+in the store's row form with the evidence as JSON text) and ``RulesTagger.tag_batch`` (validated ``Tags``
+models: ``aced tag``, ``aced retag`` and the in-process tagger).
 
 10,000 messages (about 600 characters median) are generated deterministically with a seeded RNG from the
 labelled evaluation texts plus filler sentences, spread over multi-turn conversations and interleaved as
 a stream would deliver them. The figure is messages per second in one process (best of --repeat runs,
 time.perf_counter). Baseline in the same run: a bare loop over the same messages that only lower-cases
-and tokenises them with the tagger's own word regex; the ratio says how many times that minimum cost the
-whole tagging costs.
+and tokenises them the tagger's way; the ratio says how many times that minimum cost the whole tagging
+costs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon.tagging import RulesTagger
-from daemon.tagging.text import _WORD_RE
+from daemon.tagging.text import _WORD_RE, ascii_words
 from schemas import AgentMessage
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
@@ -83,7 +87,7 @@ def make_messages(n: int, seed: int) -> list[AgentMessage]:
 
 
 def time_tagger(messages: list[AgentMessage], batch: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) to tag ``messages`` with a fresh RulesTagger."""
+    """(wall seconds, CPU seconds of this process) to tag ``messages`` into Tags with a fresh RulesTagger."""
     tagger = RulesTagger(history=20)
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -94,12 +98,33 @@ def time_tagger(messages: list[AgentMessage], batch: int) -> tuple[float, float]
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def time_rows(messages: list[AgentMessage], batch: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to tag ``messages`` into store rows, as the daemon's tagger process
+    does (the fields tuple per message is what the daemon sends it; building it is timed too)."""
+    tagger = RulesTagger(history=20)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for i in range(0, len(messages), batch):
+        fields = [
+            (m.message_id, m.agent, m.conversation_id, m.reply_to, m.content) for m in messages[i : i + batch]
+        ]
+        rows = tagger.tag_rows(fields)
+        if any(isinstance(r, str) for r in rows):
+            raise SystemExit("the tagger failed on benchmark input")
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def time_baseline(messages: list[AgentMessage]) -> float:
-    """Seconds for a bare loop that only lower-cases and tokenises the same messages."""
+    """Seconds for a bare loop that only lower-cases and tokenises the same messages, the way the tagger
+    does (its ASCII fast path where it applies, else its word regex)."""
     findall = _WORD_RE.findall
     t0 = time.perf_counter()
     for message in messages:
-        findall(message.content.lower())
+        lower = message.content.lower()
+        if lower.isascii() and "''" not in lower:
+            ascii_words(lower)
+        else:
+            findall(lower)
     return time.perf_counter() - t0
 
 
@@ -116,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     messages = make_messages(args.messages, args.seed)
     lengths = [len(m.content) for m in messages]
     conversations = len({m.conversation_id for m in messages})
+    row_runs = [time_rows(messages, args.batch) for _ in range(args.repeat)]
     runs = [time_tagger(messages, args.batch) for _ in range(args.repeat)]
+    rows_s = min(wall for wall, _ in row_runs)
     tag_s = min(wall for wall, _ in runs)
     cpu_s = min(cpu for _, cpu in runs)
     base_s = min(time_baseline(messages) for _ in range(args.repeat))
@@ -126,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         f"max chars {max(lengths)}  batch {args.batch}"
     )
     print(f"load average  {os.getloadavg()[0]:10.2f} on {os.cpu_count()} CPUs (other processes share them)")
-    print(f"rules tagger  {n / tag_s:10.0f} messages/s  ({tag_s / n * 1e6:.1f} us/message, perf_counter)")
-    print(f"              {n / cpu_s:10.0f} messages/s  per CPU second of this process (process_time)")
+    print(f"tag_rows      {n / rows_s:10.0f} messages/s  ({rows_s / n * 1e6:.1f} us/message, daemon's path)")
+    print(f"tag_batch     {n / tag_s:10.0f} messages/s  ({tag_s / n * 1e6:.1f} us/message, validated Tags)")
+    print(f"              {n / cpu_s:10.0f} messages/s  per CPU second (tag_batch, process_time)")
     print(f"baseline      {n / base_s:10.0f} messages/s  (lower-case + tokenise only)")
-    print(f"ratio         {tag_s / base_s:10.2f}x the baseline's time")
-    print(f"goal >= 20000 messages/s: {'met' if n / tag_s >= 20_000 else 'NOT met'}")
+    print(f"ratio        {rows_s / base_s:10.2f}x the baseline (tag_rows), {tag_s / base_s:.2f}x (tag_batch)")
+    print(f"goal >= 20000 messages/s on the daemon's path: {'met' if n / rows_s >= 20_000 else 'NOT met'}")
     return 0
 
 

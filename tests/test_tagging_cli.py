@@ -17,7 +17,7 @@ from daemon.cli import main
 from daemon.cli.tag import tag_stream
 from daemon.config import Settings
 from daemon.store import open_store
-from daemon.tagging import RulesTagger
+from daemon.tagging import RULES_VERSION, RulesTagger
 from schemas import SIGNAL_NAMES, AgentMessage, Record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,12 +155,12 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_retag_adds_a_version_and_keeps_the_old(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["retag", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"tagger_version": "rules-2", "retagged": 4, "untaggable": 0, "conversations": 2}
+    assert result == {"tagger_version": RULES_VERSION, "retagged": 4, "untaggable": 0, "conversations": 2}
     store = open_store(Settings(data_dir=data_dir))
     try:
         record = store.get("c0-0")
         assert record is not None and record.tags is not None and record.tags.tier == "A"
-        assert [t.tagger_version for t in store.tag_history("c0-0")] == ["rules-0", "rules-2"]
+        assert [t.tagger_version for t in store.tag_history("c0-0")] == ["rules-0", RULES_VERSION]
     finally:
         store.close()
 

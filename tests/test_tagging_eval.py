@@ -31,19 +31,26 @@ def bench() -> ModuleType:
     return module
 
 
-def test_eval_set_shape() -> None:
-    dev, held = load("dev"), load("heldout")
-    lines = dev + held
+DEV_FILES = ("dev", "dev_b", "dev_c")
+HELDOUT_FILES = ("heldout", "heldout_b")
+
+
+def test_eval_set_shape(bench: ModuleType) -> None:
+    assert tuple(p.stem for p in bench.SPLITS["dev"]) == DEV_FILES
+    assert tuple(p.stem for p in bench.SPLITS["heldout"]) == HELDOUT_FILES
+    files = {name: load(name) for name in DEV_FILES + HELDOUT_FILES}
+    lines = [d for part in files.values() for d in part]
     assert len(lines) >= 150
     assert len({d["message_id"] for d in lines}) == len(lines)
-    # split by conversation
-    assert {d["conversation_id"] for d in dev}.isdisjoint({d["conversation_id"] for d in held})
+    # split by conversation: no conversation in two files
+    conversations = [{d["conversation_id"] for d in part} for part in files.values()]
+    assert sum(map(len, conversations)) == len(set().union(*conversations))
     for d in lines:
         AgentMessage.model_validate({k: v for k, v in d.items() if k != "label"}, strict=False)
         assert d["label"]["tier"] in ("A", "C", "E")
         assert set(d["label"]["signals"]) <= set(SIGNAL_NAMES)
-    # every tier and every signal in both parts
-    for part in (dev, held):
+    # every tier and every signal in every file
+    for part in files.values():
         assert set(Counter(d["label"]["tier"] for d in part)) == {"A", "C", "E"}
         assert {s for d in part for s in d["label"]["signals"]} == set(SIGNAL_NAMES)
     # multi-turn conversations between agents and people
@@ -51,6 +58,11 @@ def test_eval_set_shape() -> None:
     assert min(per_conv.values()) >= 5
     assert {"claude", "gemini"} <= {d["agent"] for d in lines}
     assert any(d["role"] == "human" for d in lines)
+
+
+def test_errors_are_refused_on_the_held_out_split(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--split", "heldout", "--errors"])
 
 
 def test_metrics_helpers(bench: ModuleType) -> None:
@@ -61,9 +73,14 @@ def test_metrics_helpers(bench: ModuleType) -> None:
 
 
 def test_rules_meet_the_goal_on_dev(bench: ModuleType) -> None:
-    """A regression floor on the part the rules were tuned on (the held-out figures are reported by
-    bench/tagging_eval.py, not asserted)."""
-    lines = bench.load(DATA / "dev.jsonl")
-    metrics = bench.evaluate(lines, bench.tag_lines(lines))
+    """A regression floor on the part the rules were tuned on, all dev files together (the held-out
+    figures are reported by bench/tagging_eval.py, not asserted)."""
+    lines: list[dict] = []
+    tags: list = []
+    for path in bench.SPLITS["dev"]:
+        part = bench.load(path)
+        lines += part
+        tags += bench.tag_lines(part)
+    metrics = bench.evaluate(lines, tags)
     assert metrics["tier_accuracy"] >= 0.85
     assert metrics["macro_f1"] >= 0.7

@@ -128,6 +128,11 @@ def test_index_finds_exactly_the_markers_a_brute_force_search_finds() -> None:
         assert set(found) == expected, text
 
 
+def test_explicit_bridges_are_bridge_markers() -> None:
+    bridges = {" ".join(tokenize(m)) for m in LEXICONS["cross_domain_synthesis.bridge"]}
+    assert rules._EXPLICIT_BRIDGES.issubset(bridges)
+
+
 def test_marker_order_is_stable() -> None:
     text = extract("Correction: that was a bug, it conflicts with the cap and would lose entries.")
     hits = DEFAULT_INDEX.match(text)

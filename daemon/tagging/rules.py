@@ -26,7 +26,7 @@ from schemas import SIGNAL_NAMES, AgentMessage, Tags, Tier
 log = structlog.get_logger()
 
 #: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
-RULES_VERSION = "rules-2"
+RULES_VERSION = "rules-3"
 
 Hits = dict[str, list[str]]
 #: What the tagger needs of a message: (message_id, agent, conversation_id, reply_to, content).
@@ -164,6 +164,9 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
         + 0.5 * min(len(get("E.spec", ())), 6)
         + min(3.0, features.n_digits / 8)
         + (2.0 if features.code_share > 0 else 0.0)
+        # identifiers, commands and queries in `backticks`, and itemised lists: a deliverable's shape
+        + 0.5 * min(features.inline_code, 6)
+        + 0.5 * min(features.list_items, 6)
     )
     top_other = max(c_vote, e_vote)
     # a clear direction may be slightly outvoted; one choice about one subject must win outright
@@ -264,13 +267,26 @@ def score_error_correction(ctx: MessageContext) -> SignalScore:
 
 
 def score_cross_domain(ctx: MessageContext) -> SignalScore:
-    """Cross-domain synthesis: a technique from a named field carried into ours ("borrow from audio")."""
+    """Cross-domain synthesis: a technique from a named field carried into ours ("borrow from audio").
+
+    A named field and a bridge make it; without a field the lexicon knows, two explicit bridges ("network
+    engineers solved this long ago ... borrow") do too: fields are too many to list them all."""
     fields = ctx.hits.get("cross_domain_synthesis.field", ())
     bridges = ctx.hits.get("cross_domain_synthesis.bridge", ())
     if not fields:
-        return SignalScore(0, {})
+        explicit = [b for b in bridges if b in _EXPLICIT_BRIDGES]
+        return SignalScore(_clamp(25 * min(len(explicit), 2)), _NO_EXTRA)
     score = 25 * min(len(fields), 2) + 25 * min(len(bridges), 2)
     return SignalScore(_clamp(score), _NO_EXTRA)
+
+
+#: Bridges that say on their own that a technique comes from elsewhere (unlike "like a" or "the way").
+_EXPLICIT_BRIDGES = frozenset(
+    {"borrow", "borrowing", "borrowed", "borrowed from", "idea from", "analogue", "the analogue",
+     "the equivalent", "inspired by", "solved this", "solved this long ago", "the same problem",
+     "same problem", "dealt with", "have dealt with", "by analogy", "analogy", "take a page from",
+     "standard practice in", "trick from", "technique from", "in the same way", "works like"}
+)  # fmt: skip
 
 
 def score_specialization(ctx: MessageContext) -> SignalScore:
@@ -307,7 +323,7 @@ SIGNAL_GATES: dict[str, tuple[str, ...]] = {
     "solution_quality": ("solution_quality.tradeoff",),
     "assumption_challenge": ("assumption_challenge.premise", "assumption_challenge.weak"),
     "error_correction": ("error_correction.flaw",),
-    "cross_domain_synthesis": ("cross_domain_synthesis.field",),
+    "cross_domain_synthesis": ("cross_domain_synthesis.field", "cross_domain_synthesis.bridge"),
     "specialization_recognition": ("specialization_recognition.strength",),
 }
 _SIGNAL_PLAN = tuple((name, step, SIGNAL_GATES[name]) for name, step in SIGNAL_STEPS.items())

@@ -14,16 +14,24 @@ from typing import NamedTuple
 #: Only this many characters of a message are scanned for markers and novelty.
 SCAN_CHARS = 16 * 1024
 
-#: Words: a letter (any script) followed by letters, digits, underscores or apostrophes. Matching whole
-#: tokens, never substrings, is what keeps "ui" from matching inside "required".
-_WORD_RE = re.compile(r"[^\W\d_][\w']*")
-#: The same for pure-ASCII text, about twice as fast; most messages take this path.
-_ASCII_WORD_RE = re.compile(r"[a-z][a-z0-9_']*")
+#: Words: runs of letters (any script), digits and underscores, joined by single inner apostrophes
+#: ("don't", "i'd", "3d", "snake_case"); quotes around a word are not part of it. Matching whole tokens,
+#: never substrings, is what keeps "ui" from matching inside "required".
+_WORD_RE = re.compile(r"\w+(?:'\w+)*")
+#: ASCII fast path (most messages), the same tokens as _WORD_RE without the regex engine: every byte that
+#: cannot be in a word becomes a space, apostrophes next to a space are dropped, then str.split. It is
+#: taken only when no two apostrophes touch (the one case where the two could differ); a test compares
+#: both paths on every labelled message.
+_ASCII_WORD_BYTES = bytes(
+    c if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_'") else 32 for c in range(256)
+)
 
 #: Fenced code blocks; an unclosed fence runs to the end of the message.
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 #: Lines quoting another message (markdown ``>``): their words are someone else's, so they do not count.
 _QUOTE_RE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+#: List items: lines opening with "-", "*", "•" or "1." / "1)" (task lists, specs, step-by-step plans).
+_LIST_RE = re.compile(r"^[ \t]*(?:[-*\u2022]|\d{1,2}[.)])[ \t]", re.MULTILINE)
 #: Markdown table rows.
 _TABLE_RE = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)
 
@@ -59,6 +67,8 @@ class TextFeatures(NamedTuple):
     code_share: float  #: share of scanned characters inside fenced code blocks
     table_rows: int  #: markdown table rows
     quoted_lines: int  #: lines quoting another message
+    inline_code: int  #: `inline code` spans in the prose (identifiers, commands, queries)
+    list_items: int  #: lines that are list items
     truncated: bool  #: content was longer than SCAN_CHARS
 
 
@@ -76,9 +86,11 @@ def extract(content: str) -> TextFeatures:
         if quoted:
             text = _QUOTE_RE.sub(" ", text)
     table_rows = len(_TABLE_RE.findall(text)) if "|" in text else 0
+    inline_code = text.count("`") // 2
+    list_items = len(_LIST_RE.findall(text)) if "\n" in text else 0
     lower = text.lower()
-    if lower.isascii():
-        tokens = _ASCII_WORD_RE.findall(lower)
+    if lower.isascii() and "''" not in lower:
+        tokens = ascii_words(lower)
     else:
         lower = lower.replace("\u2019", "'")
         tokens = _WORD_RE.findall(lower)
@@ -94,6 +106,8 @@ def extract(content: str) -> TextFeatures:
         code_chars / scanned if scanned else 0.0,  # code_share
         table_rows,
         quoted,  # quoted_lines
+        inline_code,
+        list_items,
         len(content) > SCAN_CHARS,  # truncated
     )
 
@@ -111,6 +125,15 @@ def _count_digits(text: str) -> int:
     """
     data = text.encode("utf-8", "surrogatepass")
     return len(data) - len(data.translate(None, _DIGITS))
+
+
+def ascii_words(lower: str) -> list[str]:
+    """:data:`_WORD_RE`'s tokens of lower-cased ASCII ``lower`` that has no ``''`` in it, at a third of
+    the regex's cost: one C-level byte translation, two replaces and a split."""
+    spaced = (" " + lower + " ").encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii")
+    if "'" in spaced:
+        spaced = spaced.replace(" '", " ").replace("' ", " ")
+    return spaced.split()
 
 
 def tokenize(text: str) -> tuple[str, ...]:
