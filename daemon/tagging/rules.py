@@ -226,7 +226,7 @@ _STRONG_CORRECTION = frozenset(
         "correction", "bug", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
         "needs a fix", "doesn't hold", "mixed up", "i mixed up", "didn't add up", "i claimed",
         "that's not right", "i don't think that's right", "correction to my", "i was wrong", "would lose",
-        "would drop",
+        "would drop", "are wrong",
     }
 )  # fmt: skip
 
@@ -299,7 +299,7 @@ def score_specialization(ctx: MessageContext) -> SignalScore:
     names = sorted(
         {n for n in DEFAULT_AGENT_NAMES.union(ctx.senders) if f" {n} " in joined or f" {n}'s " in joined}
     )
-    score = 25 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
+    score = 30 * min(len(strengths), 3) + (15 * min(len(names), 2) if names else 0)
     return SignalScore(_clamp(score), {"agents": names} if names else _NO_EXTRA)
 
 
