@@ -379,8 +379,8 @@ async def daemon_latency(
     commit_batch: Callable[..., Any] = store.commit_batch
     ack = ops.ack
 
-    def timed_commit(records: Any, letters: Any) -> Any:
-        result = commit_batch(records, letters)
+    def timed_commit(records: Any, letters: Any, tag_rows: Any = None) -> Any:
+        result = commit_batch(records, letters, tag_rows)
         now = time.time()
         for mid in result.inserted:
             durable_at[mid] = now

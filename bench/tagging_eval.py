@@ -25,8 +25,8 @@ from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Tags
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 #: split -> its files. Rules may be tuned on "dev" only; "heldout" is reported, never looked into.
 SPLITS = {
-    "dev": (DATA / "dev.jsonl", DATA / "dev_b.jsonl", DATA / "dev_c.jsonl", DATA / "dev_d.jsonl"),
-    "heldout": (DATA / "heldout.jsonl", DATA / "heldout_b.jsonl", DATA / "heldout_c.jsonl"),
+    "dev": tuple(DATA / f"{name}.jsonl" for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e")),
+    "heldout": tuple(DATA / f"{name}.jsonl" for name in ("heldout", "heldout_b", "heldout_c", "heldout_d")),
 }
 TIERS = ("A", "C", "E")
 

@@ -31,8 +31,8 @@ def bench() -> ModuleType:
     return module
 
 
-DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d")
-HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c")
+DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e")
+HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d")
 
 
 def test_eval_set_shape(bench: ModuleType) -> None:

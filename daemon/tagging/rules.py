@@ -105,6 +105,10 @@ _ASKING_CHOICE = frozenset(
 )  # fmt: skip
 
 
+#: Choosing markers that put forward an approach of their own (the subject is then the approach).
+_PROPOSING = frozenset({"i propose", "propose we", "i propose we", "proposal"})
+
+
 def _only_approvals(ratify: Sequence[str]) -> bool:
     """Whether every ratifying marker is a bare approval."""
     return bool(ratify) and all(m == "approved" for m in ratify)
@@ -144,6 +148,9 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
     )
     if asking and not choice:
         choice = 1
+    # "I propose we ..." puts forward an approach: the overall approach is a system-level subject itself.
+    if system == 0 and not _PROPOSING.isdisjoint(get("A.choice", ())):
+        system = 1
     a_vote = ratify_weight * min(ratify, 2) + (
         (2.0 * choice + 1.0 * min(system, 3) + (1.0 if asking else 0.0)) if choice and system else 0.0
     )
@@ -191,12 +198,21 @@ def classify_tier(features: TextFeatures, hits: Hits) -> TierDecision:
 
 def score_novelty(ctx: MessageContext) -> SignalScore:
     """Novelty: a new idea, angle or approach. Idea markers say an approach is put forward; the share of
-    terms unseen in the conversation says whether it is new to it."""
+    terms unseen in the conversation says whether it is new to it. Questioning a premise and carrying a
+    technique over from another field are new angles by definition: in a message whose terms are mostly
+    new to the conversation (term novelty 50 or more), each adds 20."""
     strong = ctx.hits.get("novelty.idea", ())
     weak = ctx.hits.get("novelty.weak_idea", ())
+    angle = 0
+    if ctx.novelty >= 50:
+        families = ctx.hits.keys()
+        if "assumption_challenge.premise" in families:
+            angle += 20
+        if "cross_domain_synthesis.field" in families and "cross_domain_synthesis.bridge" in families:
+            angle += 20
     if not strong and not weak:
-        return SignalScore(_clamp(min(30, ctx.novelty * 0.3)), _NO_EXTRA)
-    score = 30 * min(len(strong), 2) + 12 * min(len(weak), 3) + ctx.novelty * 0.3
+        return SignalScore(_clamp(min(30, ctx.novelty * 0.3) + angle), _NO_EXTRA)
+    score = 30 * min(len(strong), 2) + 12 * min(len(weak), 3) + ctx.novelty * 0.3 + angle
     return SignalScore(_clamp(score), _NO_EXTRA)
 
 
