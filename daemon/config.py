@@ -76,8 +76,13 @@ class Settings(BaseSettings):
     tagger: Literal["rules", "none"] = Field(default="rules")
     tag_history: int = Field(default=20, ge=0, le=1000, description="Earlier messages a tagger sees.")
     tag_in_process: bool = Field(
+        default=False,
+        description="Tag in the daemon's process; False (default): the rules tagger runs in a child process.",
+    )
+    tier_model: bool = Field(
         default=True,
-        description="Tag in the daemon's process; False runs the rules tagger in a child process.",
+        description="The linear tier model makes the final tier decision; False: the rules' hand-weighted "
+        "votes decide (faster, less accurate; tags say so in their tagger_version).",
     )
 
     # -- operations

@@ -49,10 +49,10 @@ def build_tagger(settings: Settings) -> Tagger:
     if not settings.tag_in_process:
         from daemon.tagging.worker import ProcessTagger
 
-        return ProcessTagger(settings.tag_history)
+        return ProcessTagger(settings.tag_history, tier_model=settings.tier_model)
     from daemon.tagging import make_tagger
 
-    tagger: Tagger = make_tagger(settings.tagger, settings.tag_history)
+    tagger: Tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model)
     return tagger
 
 

@@ -35,7 +35,7 @@ def _tagger(settings: Any) -> Any:
         return None
     from daemon.tagging import make_tagger
 
-    return make_tagger(settings.tagger, settings.tag_history)
+    return make_tagger(settings.tagger, settings.tag_history, settings.tier_model)
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -26,17 +26,18 @@ class UnknownTaggerError(ValueError):
     """``make_tagger`` was asked for a tagger that does not exist."""
 
 
-def make_tagger(name: str, history: int) -> Tagger:
+def make_tagger(name: str, history: int, tier_model: bool = True) -> Tagger:
     """Build the ingest-path tagger.
 
     ``name``: ``"rules"`` (the deterministic rules tagger) or ``"none"`` (records stored without tags).
-    ``history``: how many earlier messages per conversation the tagger remembers (``Settings.tag_history``).
+    ``history``: how many earlier messages per conversation the tagger remembers (``Settings.tag_history``);
+    ``tier_model``: the linear tier model decides the tier (``Settings.tier_model``).
     Raises :class:`UnknownTaggerError` for any other name.
     """
     if history < 0:
         raise ValueError("history must be >= 0")
     if name == "rules":
-        return RulesTagger(history=history)
+        return RulesTagger(history=history, tier_model="default" if tier_model else None)
     if name == "none":
         return NoOpTagger()
     raise UnknownTaggerError(f"unknown tagger {name!r}: expected 'rules' or 'none'")

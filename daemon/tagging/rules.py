@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 import structlog
@@ -21,12 +21,13 @@ from daemon.store.base import TagRow
 from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessage
 from daemon.tagging.markers import DEFAULT_AGENT_NAMES, DEFAULT_INDEX, MarkerIndex
 from daemon.tagging.text import SCAN_CHARS, TextFeatures, extract
+from daemon.tagging.tier_model import TierModel, default_model
 from schemas import SIGNAL_NAMES, AgentMessage, Tags, Tier
 
 log = structlog.get_logger()
 
 #: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
-RULES_VERSION = "rules-3"
+RULES_VERSION = "rules-4"
 
 Hits = dict[str, list[str]]
 #: What the tagger needs of a message: (message_id, agent, conversation_id, reply_to, content).
@@ -386,18 +387,26 @@ class RulesTagger:
     ``max_conversations`` conversations. Never reads ``sender_tags``.
     """
 
-    version = RULES_VERSION
+    #: RULES_VERSION, or RULES_VERSION + "-votes" when the hand-weighted votes decide the tier
+    version: str = RULES_VERSION
 
     def __init__(
         self,
         history: int = 20,
         max_conversations: int = 10_000,
         index: MarkerIndex = DEFAULT_INDEX,
+        tier_model: TierModel | Literal["default"] | None = "default",
     ) -> None:
         """``history``: earlier messages remembered per conversation; ``max_conversations``: LRU bound on
-        conversations held in memory; ``index``: the compiled marker lexicons."""
+        conversations held in memory; ``index``: the compiled marker lexicons; ``tier_model``: the linear
+        model that makes the final tier decision from the rules' evidence (``"default"``: the one shipped
+        in ``tier_model.json``; ``None``: the hand-weighted votes decide)."""
         self._cache = HistoryCache(history, max_conversations)
         self._index = index
+        #: the linear model that makes the final tier decision (None: the hand-weighted votes decide)
+        self._tier_model = default_model() if tier_model == "default" else tier_model
+        if self._tier_model is None:
+            self.version = RULES_VERSION + "-votes"
 
     @property
     def conversations_held(self) -> int:
@@ -539,6 +548,16 @@ class RulesTagger:
         novelty = _novelty_score(unseen, n_terms) if terms else 0
         ctx = MessageContext(message_id, agent, reply_to, features, hits, novelty, hist.messages, hist.agents)
         decision = classify_tier(features, hits)
+        tier, rule, confidence = decision.tier, decision.rule, decision.confidence
+        model_evidence: dict[str, Any] | None = None
+        if self._tier_model is not None:
+            model = self._tier_model.decide(features, hits, decision.votes, decision.tier)
+            model_evidence = model.evidence
+            if model.tier != tier:
+                # the model overrode the hand rules: say so in the rule, keep the rules' verdict as evidence
+                model_evidence["rules_said"] = [tier, rule]
+                tier, rule = cast(Tier, model.tier), "tier_model." + model.tier
+            confidence = round(model.confidence, 2)
         scores: dict[str, int] = {}
         signal_evidence: dict[str, Any] = {}
         families = hits.keys()
@@ -552,6 +571,7 @@ class RulesTagger:
                 signal_evidence[name] = result.evidence
         evidence: dict[str, Any] = {
             "tier_votes": decision.votes,
+            **({"tier_model": model_evidence} if model_evidence is not None else {}),
             "markers": hits,
             "signals": signal_evidence,
             "novelty": {"unseen_terms": unseen, "terms": n_terms, "history": len(ctx.history)},
@@ -562,9 +582,9 @@ class RulesTagger:
             evidence["scanned_chars"] = SCAN_CHARS
         hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
         return (
-            decision.tier,
-            decision.rule,
-            decision.confidence,
+            tier,
+            rule,
+            confidence,
             scores,
             novelty,
             emergence(scores.values()),

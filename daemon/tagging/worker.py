@@ -29,11 +29,11 @@ _CHILD_TAGGER: Any = None
 Row = tuple[str, str, str, str | None, str]  # message_id, agent, conversation_id, reply_to, content
 
 
-def _init_child(history: int) -> None:
+def _init_child(history: int, tier_model: bool = True) -> None:
     global _CHILD_TAGGER
     from daemon.tagging.rules import RulesTagger
 
-    _CHILD_TAGGER = RulesTagger(history=history)
+    _CHILD_TAGGER = RulesTagger(history=history, tier_model="default" if tier_model else None)
     # The child's heap is mostly the conversations' history (long-lived, acyclic): the default gen-0
     # threshold re-scanned it again and again while tagging. Same settings as the daemon process.
     gc.collect()
@@ -67,12 +67,14 @@ def _row(message: AgentMessage) -> Row:
 class ProcessTagger:
     """The rules tagger in a child process (``spawn``: safe beside threads and an event loop)."""
 
-    def __init__(self, history: int = 20) -> None:
-        """``history``: earlier messages the child remembers per conversation."""
+    def __init__(self, history: int = 20, tier_model: bool = True) -> None:
+        """``history``: earlier messages the child remembers per conversation; ``tier_model``: the linear
+        tier model decides the tier (else the rules' votes)."""
         from daemon.tagging.rules import RULES_VERSION
 
-        self.version = RULES_VERSION
+        self.version = RULES_VERSION if tier_model else RULES_VERSION + "-votes"
         self._history = history
+        self._tier_model = tier_model
         self._pool: ProcessPoolExecutor | None = None
         #: histories to load before the next batch: sent with it, one round trip instead of one each
         self._primes: list[tuple[str, list[Row]]] = []
@@ -83,7 +85,7 @@ class ProcessTagger:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_child,
-                initargs=(self._history,),
+                initargs=(self._history, self._tier_model),
             )
         return self._pool
 
