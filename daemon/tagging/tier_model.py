@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
+from itertools import chain
 from typing import Any, NamedTuple
 
 from daemon.tagging.text import TextFeatures
@@ -64,10 +65,21 @@ def tier_features(
     return fv
 
 
-class TierModel:
-    """A trained linear tier model: ``score[t] = bias[t] + sum(value * weight[feature][t])``."""
+#: No markers: the shape features alone, for decide (it adds the markers' weights itself).
+_NO_HITS: dict[str, list[str]] = {}
 
-    __slots__ = ("_by_token", "_other", "_vocab", "bias", "version", "weights")
+
+class TierModel:
+    """A trained linear tier model: ``score[t] = bias[t] + sum(value * weight[feature][t])``.
+
+    Only score differences matter (softmax does not change when one number is added to all three scores), so
+    each weight is kept as one complex number, (A - E) + (C - E)j: one multiply-add per feature, and one
+    C-level sum for the words, which are most of a message's features and all have the value 1.
+    """
+
+    __slots__ = (
+        "_bias", "_by_family", "_by_marker", "_by_token", "_other", "_vocab", "bias", "version", "weights"
+    )  # fmt: skip
 
     def __init__(self, version: str, bias: tuple[float, float, float], weights: dict[str, tuple[float, ...]]):
         """``weights``: feature -> (weight for A, C, E); features not listed weigh nothing."""
@@ -76,13 +88,14 @@ class TierModel:
         self.version = version
         self.bias = bias
         self.weights = weights
-        # Word features are most of a message's features and all have the value 1. Only score differences
-        # matter (softmax does not change when one number is added to all three scores), so each word is
-        # kept as one complex number, (A - E) + (C - E)j: one C-level sum adds both differences up.
-        words = {k[2:]: w for k, w in weights.items() if k.startswith("w:")}
-        self._by_token = {t: complex(w[0] - w[2], w[1] - w[2]) for t, w in words.items()}
+        self._bias = complex(bias[0] - bias[2], bias[1] - bias[2])
+        as_complex = {k: complex(w[0] - w[2], w[1] - w[2]) for k, w in weights.items()}
+        # keyed by the word, marker or family itself, so that no "w:" / "m:" / "fam:" string is built per use
+        self._by_token = {k[2:]: z for k, z in as_complex.items() if k.startswith("w:")}
+        self._by_marker = {k[2:]: z for k, z in as_complex.items() if k.startswith("m:")}
+        self._by_family = {k[4:]: z for k, z in as_complex.items() if k.startswith("fam:")}
         self._vocab = frozenset(self._by_token)
-        self._other = {k: w for k, w in weights.items() if not k.startswith("w:")}
+        self._other = {k: z for k, z in as_complex.items() if not k.startswith(("w:", "m:", "fam:"))}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TierModel:
@@ -106,61 +119,65 @@ class TierModel:
     ) -> ModelDecision:
         """The tier with the highest score for one message (the first of equals, in A, C, E order): the same
         result as :meth:`decide_features` of :func:`tier_features`, without building that dict."""
-        fv = tier_features(features, {}, votes, rules_tier, words=False)
+        z = self._bias
+        used: list[tuple[str, complex]] = []
+        by_family, by_marker = self._by_family.get, self._by_marker.get
         for family, markers in hits.items():
-            fv["fam:" + family] = _log1p(len(markers))
-            for marker in markers:
-                fv["m:" + marker] = 1.0
-        a, c, e = self.bias
-        other = self._other
-        used: list[tuple[str, float, tuple[float, ...]]] = []
-        for feature, value in fv.items():
-            w = other.get(feature)
+            w = by_family(family)
             if w is not None:
-                a += value * w[0]
-                c += value * w[1]
-                e += value * w[2]
-                used.append((feature, value, w))
+                contribution = _log1p(len(markers)) * w
+                z += contribution
+                used.append(("fam:" + family, contribution))
+        # a marker is one feature even when it belongs to two families (as in tier_features)
+        for marker in set(chain.from_iterable(hits.values())):
+            w = by_marker(marker)
+            if w is not None:
+                z += w
+                used.append(("m:" + marker, w))
+        other = self._other.get
+        for feature, value in tier_features(features, _NO_HITS, votes, rules_tier, words=False).items():
+            w = other(feature)
+            if w is not None:
+                contribution = value * w
+                z += contribution
+                used.append((feature, contribution))
         by_token = self._by_token
-        z = sum(map(by_token.__getitem__, self._vocab.intersection(features.tokens)), 0j)
-        return self._decision((a - e + z.real, c - e + z.imag, 0.0), used, z)
+        words = sum(map(by_token.__getitem__, self._vocab.intersection(features.tokens)), 0j)
+        return self._decision(z + words, used, words)
 
     def decide_features(self, fv: Mapping[str, float]) -> ModelDecision:
         """:meth:`decide` from a feature dict (what training sees): the reference the fast path is tested
         against."""
-        a, c, e = self.bias
-        used: list[tuple[str, float, tuple[float, ...]]] = []
-        z = 0j
+        z = self._bias
+        used: list[tuple[str, complex]] = []
+        words = 0j
         for feature, value in fv.items():
             w = self.weights.get(feature)
             if w is None:
                 continue
+            contribution = value * complex(w[0] - w[2], w[1] - w[2])
             if feature.startswith("w:"):
-                z += value * complex(w[0] - w[2], w[1] - w[2])
+                words += contribution
             else:
-                a += value * w[0]
-                c += value * w[1]
-                e += value * w[2]
-                used.append((feature, value, w))
-        return self._decision((a - e + z.real, c - e + z.imag, 0.0), used, z)
+                z += contribution
+                used.append((feature, contribution))
+        return self._decision(z + words, used, words)
 
-    def _decision(
-        self,
-        scores: tuple[float, float, float],
-        used: list[tuple[str, float, tuple[float, ...]]],
-        words: complex,
-    ) -> ModelDecision:
-        """``scores``: A and C relative to E (E is 0); ``words``: what the words added to them."""
-        a, c, e = scores
-        best = 0 if a >= c and a >= e else (1 if c >= e else 2)
-        top = max(scores)
-        total = sum(math.exp(s - top) for s in scores)
-        # What pushed hardest towards the chosen tier: each feature's contribution to its score above the
-        # mean of the other two; the words (dozens, each small) are listed together as "words".
-        o1, o2 = (best + 1) % 3, (best + 2) % 3
-        candidates = [(v * (w[best] - (w[o1] + w[o2]) / 2), f) for f, v, w in used]
-        word_scores = (words.real, words.imag, 0.0)
-        candidates.append((word_scores[best] - (word_scores[o1] + word_scores[o2]) / 2, "words"))
+    def _decision(self, z: complex, used: list[tuple[str, complex]], words: complex) -> ModelDecision:
+        """``z``: the scores of A and C relative to E (E is 0); ``words``: what the words added to them."""
+        a, c = z.real, z.imag
+        best = 0 if a >= c and a >= 0.0 else (1 if c >= 0.0 else 2)
+        top = max(a, c, 0.0)
+        total = math.exp(a - top) + math.exp(c - top) + math.exp(-top)
+        # What pushed hardest towards the chosen tier; the words (dozens, each small) count together. The push
+        # of (A - E) + (C - E)j towards A is re - im/2, towards C im - re/2, towards E -(re + im)/2.
+        used.append(("words", words))
+        if best == 0:
+            candidates = [(w.real - w.imag / 2, f) for f, w in used]
+        elif best == 1:
+            candidates = [(w.imag - w.real / 2, f) for f, w in used]
+        else:
+            candidates = [(-(w.real + w.imag) / 2, f) for f, w in used]
         candidates.sort(reverse=True)
         evidence = {
             "model": self.version,
