@@ -25,8 +25,12 @@ from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Tags
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 #: split -> its files. Rules may be tuned on "dev" only; "heldout" is reported, never looked into.
 SPLITS = {
-    "dev": tuple(DATA / f"{name}.jsonl" for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e")),
-    "heldout": tuple(DATA / f"{name}.jsonl" for name in ("heldout", "heldout_b", "heldout_c", "heldout_d")),
+    "dev": tuple(
+        DATA / f"{name}.jsonl" for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g")
+    ),
+    "heldout": tuple(
+        DATA / f"{name}.jsonl" for name in ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e")
+    ),
 }
 TIERS = ("A", "C", "E")
 

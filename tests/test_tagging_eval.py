@@ -31,8 +31,8 @@ def bench() -> ModuleType:
     return module
 
 
-DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e")
-HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d")
+DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g")
+HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e")
 
 
 def test_eval_set_shape(bench: ModuleType) -> None:
