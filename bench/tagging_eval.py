@@ -26,10 +26,12 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 #: split -> its files. Rules may be tuned on "dev" only; "heldout" is reported, never looked into.
 SPLITS = {
     "dev": tuple(
-        DATA / f"{name}.jsonl" for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g")
+        DATA / f"{name}.jsonl"
+        for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h")
     ),
     "heldout": tuple(
-        DATA / f"{name}.jsonl" for name in ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e")
+        DATA / f"{name}.jsonl"
+        for name in ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f")
     ),
 }
 TIERS = ("A", "C", "E")

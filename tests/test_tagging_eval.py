@@ -31,8 +31,8 @@ def bench() -> ModuleType:
     return module
 
 
-DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g")
-HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e")
+DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h")
+HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f")
 
 
 def test_eval_set_shape(bench: ModuleType) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from daemon.tagging import (
     rules,
 )
 from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessage
-from daemon.tagging.markers import DEFAULT_INDEX, LEXICONS, MarkerIndex
+from daemon.tagging.markers import DEFAULT_INDEX, LEXICONS, NOT_FIGURE, MarkerIndex
 from daemon.tagging.text import SCAN_CHARS, extract, tokenize
 from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Attachment, Tags
 
@@ -114,6 +115,7 @@ def test_index_finds_exactly_the_markers_a_brute_force_search_finds() -> None:
         if line.strip()
     ]
     texts.append("go with go with, ship it. Ship it! bug bug bug")
+    texts.append("It is 49 TB, not 38, and not about 2 either.")
     for text in texts:
         features = extract(text)
         expected = {
@@ -122,6 +124,8 @@ def test_index_finds_exactly_the_markers_a_brute_force_search_finds() -> None:
             for marker in markers
             if f" {' '.join(tokenize(marker))} " in features.joined
         }
+        if re.search(r" not (?:the |about |quite |even |just )?\d", features.joined):
+            expected.add(("error_correction.flaw", NOT_FIGURE))
         hits = DEFAULT_INDEX.match(features)
         found = [(family, marker) for family, markers in hits.items() for marker in markers]
         assert len(found) == len(set(found)), text

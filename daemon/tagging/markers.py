@@ -10,6 +10,7 @@ machine form; change both together and bump ``RULES_VERSION`` in ``rules.py``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from itertools import chain
 from operator import itemgetter
@@ -748,6 +749,18 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "really about",
         "do we still want",
         "do we still need",
+        "even need",
+        "even meaningful",
+        "even matter",
+        "even necessary",
+        "the right unit",
+        "the right metric",
+        "the right measure",
+        "itself the problem",
+        "the real problem",
+        "not convinced the",
+        "question the numbers",
+        "is the lever",
     ),
     "assumption_challenge.weak": (
         "at all",
@@ -848,6 +861,12 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "had in my head",
         "lost writes",
         "should have led",
+        "was off",
+        "two problems",
+        "my own suggestion",
+        "isn't right",
+        "answer is worse",
+        "worse than i assumed",
     ),
     "error_correction.self": (
         "i mixed up",
@@ -870,6 +889,9 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         "my guess was",
         "i had in my head",
         "should have led",
+        "that's mine",
+        "my own suggestion",
+        "worse than i assumed",
     ),
     "cross_domain_synthesis.bridge": (
         "borrow",
@@ -1178,13 +1200,20 @@ class MarkerIndex:
         """family -> markers found in ``features``, in a fixed order (families with no hit are absent)."""
         # (end, ranks) per occurrence; a set keeps each marker once. Sorted ranks: the evidence must not
         # depend on where in the message a marker occurs first, nor on the string hash seed.
-        found = set(chain.from_iterable(map(_second, self._automaton.iter(features.joined))))
-        if not found:
-            return {}
-        return _group(sorted(found), self._ranked)
+        joined = features.joined
+        found = set(chain.from_iterable(map(_second, self._automaton.iter(joined))))
+        hits = _group(sorted(found), self._ranked) if found else {}
+        # "49 TB, not 38": a figure put right. Numbers cannot be listed as markers, so one pattern finds them.
+        if " not " in joined and _NOT_FIGURE.search(joined):
+            hits.setdefault("error_correction.flaw", []).append(NOT_FIGURE)
+        return hits
 
 
 _second = itemgetter(1)
+
+#: The marker a corrected figure ("..., not 38") is listed as.
+NOT_FIGURE = "not <figure>"
+_NOT_FIGURE = re.compile(r" not (?:the |about |quite |even |just )?\d")
 
 
 def _group(ranks: list[int], ranked: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:

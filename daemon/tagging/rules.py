@@ -243,7 +243,10 @@ _STRONG_CORRECTION = frozenset(
         "correction", "bug", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
         "needs a fix", "doesn't hold", "mixed up", "i mixed up", "didn't add up", "i claimed",
         "that's not right", "i don't think that's right", "correction to my", "i was wrong", "would lose",
-        "would drop", "are wrong",
+        "would drop", "are wrong", "not <figure>", "overstated", "my mistake", "won't work", "doesn't work",
+        "don't work", "needs fixing", "lost writes", "small gap", "one small thing", "one real problem",
+        "is void", "not a real", "the wrong", "won't hold", "will miss", "doesn't match",
+        "check the arithmetic",
     }
 )  # fmt: skip
 
