@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon.tagging import RulesTagger
+from daemon.tagging.rules import message_fields
 from daemon.tagging.text import _WORD_RE, ascii_words
 from schemas import AgentMessage
 
@@ -105,10 +106,7 @@ def time_rows(messages: list[AgentMessage], batch: int) -> tuple[float, float]:
     c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(messages), batch):
-        fields = [
-            (m.message_id, m.agent, m.conversation_id, m.reply_to, m.content) for m in messages[i : i + batch]
-        ]
-        rows = tagger.tag_rows(fields)
+        rows = tagger.tag_rows([message_fields(m) for m in messages[i : i + batch]])
         if any(isinstance(r, str) for r in rows):
             raise SystemExit("the tagger failed on benchmark input")
     return time.perf_counter() - t0, time.process_time() - c0

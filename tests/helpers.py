@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import redis
@@ -121,3 +124,32 @@ def chattr(flag: str, *paths: Path) -> bool:
         return False
     done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
     return done.returncode == 0
+
+
+REPO = Path(__file__).resolve().parent.parent
+TAGGING_DATA = REPO / "tests" / "data" / "tagging"
+
+
+def load_bench(name: str) -> ModuleType:
+    """The script ``bench/<name>.py`` as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def labelled_contents(*names: str) -> list[str]:
+    """The ``content`` of every labelled message in ``tests/data/tagging/<name>.jsonl`` (all the labelled
+    files when no name is given), in file order."""
+    paths = (
+        [TAGGING_DATA / f"{n}.jsonl" for n in names]
+        if names
+        else sorted(p for p in TAGGING_DATA.glob("*.jsonl") if p.name != "golden_tags.jsonl")
+    )
+    return [
+        json.loads(line)["content"]
+        for path in paths
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]

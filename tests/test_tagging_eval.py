@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import ModuleType
 import pytest
 
 from schemas import SIGNAL_NAMES, AgentMessage
+from tests.helpers import load_bench
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "tagging"
@@ -24,11 +24,7 @@ def load(name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tagging_eval", REPO / "bench" / "tagging_eval.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("tagging_eval")
 
 
 DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h")

@@ -15,7 +15,6 @@ the file with the ``_lines`` function below::
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -23,6 +22,8 @@ from types import ModuleType
 
 from daemon.cli.tag import tag_stream
 from daemon.tagging import RULES_VERSION, RulesTagger
+from daemon.tagging.rules import message_fields
+from tests.helpers import load_bench
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "tagging"
@@ -36,11 +37,7 @@ def _dump(obj: object) -> str:
 
 
 def _bench_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tagging_speed", REPO / "bench" / "tagging_speed.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("tagging_speed")
 
 
 def _lines() -> list[str]:
@@ -108,7 +105,7 @@ def test_tag_rows_are_the_store_form_of_the_same_tags() -> None:
 
     messages = _bench_module().make_messages(10_000, 0)[:BENCH_MESSAGES]
     odd = ["", "```\nprint(1)\n```", "| a | b |\n|---|---|\n| 1 | 2 |", "x" * 300_000, "\ud800 lone"]
-    fields = [(m.message_id, m.agent, m.conversation_id, m.reply_to, m.content) for m in messages]
+    fields = [message_fields(m) for m in messages]
     fields += [(f"odd-{i}", "claude", "odd", None, text) for i, text in enumerate(odd)]
     rows = RulesTagger().tag_rows(fields)
     validated = RulesTagger()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessag
 from daemon.tagging.markers import DEFAULT_INDEX, LEXICONS, NOT_FIGURE, MarkerIndex
 from daemon.tagging.text import SCAN_CHARS, extract, tokenize
 from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Attachment, Tags
+from tests.helpers import labelled_contents
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -107,13 +106,7 @@ def test_every_marker_tokenises() -> None:
 def test_index_finds_exactly_the_markers_a_brute_force_search_finds() -> None:
     """The automaton against the definition it implements: " marker " in the joined tokens, every marker
     checked one by one, on every labelled message (and each marker listed once, however often it occurs)."""
-    data = Path(__file__).parent / "data" / "tagging"
-    texts = [
-        json.loads(line)["content"]
-        for name in ("dev.jsonl", "heldout.jsonl")
-        for line in (data / name).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    texts = labelled_contents("dev", "heldout")
     texts.append("go with go with, ship it. Ship it! bug bug bug")
     texts.append("It is 49 TB, not 38, and not about 2 either.")
     for text in texts:

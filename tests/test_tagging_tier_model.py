@@ -15,24 +15,14 @@ from daemon.tagging.markers import DEFAULT_INDEX
 from daemon.tagging.rules import classify_tier
 from daemon.tagging.text import extract
 from daemon.tagging.tier_model import TierModel, default_model, tier_features
-from tests.helpers import make_messages
+from tests.helpers import labelled_contents, make_messages
 
 DATA = Path(__file__).resolve().parent / "data" / "tagging"
 
 
-def _contents() -> list[str]:
-    return [
-        json.loads(line)["content"]
-        for path in sorted(DATA.glob("*.jsonl"))
-        if path.name != "golden_tags.jsonl"
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-
-
 def test_fast_decide_equals_the_feature_dict_reference() -> None:
     model = default_model()
-    for content in [*_contents(), "", "```\nx = 1\n```", "ok"]:
+    for content in [*labelled_contents(), "", "```\nx = 1\n```", "ok"]:
         features = extract(content)
         hits = DEFAULT_INDEX.match(features)
         decision = classify_tier(features, hits)
@@ -74,7 +64,7 @@ def test_the_tagger_says_when_the_model_overrode_the_rules() -> None:
     votes_only = RulesTagger(tier_model=None)
     assert tagger.version == RULES_VERSION and votes_only.version == RULES_VERSION + "-votes"
     overridden = 0
-    for i, content in enumerate(_contents()[:200]):
+    for i, content in enumerate(labelled_contents()[:200]):
         tags = tagger.tag_text(content, f"c{i}", f"m{i}", "claude")
         plain = votes_only.tag_text(content, f"c{i}", f"m{i}", "claude")
         model = tags.evidence["tier_model"]

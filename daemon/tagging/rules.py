@@ -34,6 +34,11 @@ Hits = dict[str, list[str]]
 MessageFields = tuple[str, str, str, str | None, str]
 
 
+def message_fields(message: AgentMessage) -> MessageFields:
+    """The :data:`MessageFields` of ``message``."""
+    return (message.message_id, message.agent, message.conversation_id, message.reply_to, message.content)
+
+
 class MessageContext(NamedTuple):
     """Everything the tier and signal steps may read about one message."""
 
@@ -418,10 +423,14 @@ class RulesTagger:
 
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
         """Forget what is held for ``conversation_id`` and load ``history`` (oldest first) instead."""
+        self.prime_fields(conversation_id, [message_fields(m) for m in history])
+
+    def prime_fields(self, conversation_id: str, history: Sequence[MessageFields]) -> None:
+        """:meth:`prime` from ``(message_id, agent, conversation_id, reply_to, content)`` rows (what the
+        daemon's tagger process receives)."""
         hist = self._cache.reset(conversation_id)
-        for message in history[-hist.max_messages :] if hist.max_messages else ():
-            features = extract(message.content)
-            hist.add(PastMessage(message.message_id, message.agent, features.content_terms))
+        for message_id, agent, _, _, content in history[-hist.max_messages :] if hist.max_messages else ():
+            hist.add(PastMessage(message_id, agent, extract(content).content_terms))
 
     def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
         """Tag ``messages`` in order; a message that cannot be tagged gets ``None`` and a log line."""

@@ -19,14 +19,13 @@ from typing import Any
 import structlog
 
 from daemon.store.base import TagRow, tags_from_row
+from daemon.tagging.rules import MessageFields, message_fields
 from schemas import AgentMessage, Tags
 
 log = structlog.get_logger()
 
 #: The child's tagger, built once by the pool initializer.
 _CHILD_TAGGER: Any = None
-
-Row = tuple[str, str, str, str | None, str]  # message_id, agent, conversation_id, reply_to, content
 
 
 def _init_child(history: int, tier_model: bool = True) -> None:
@@ -41,27 +40,16 @@ def _init_child(history: int, tier_model: bool = True) -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-def _child_tag(primes: list[tuple[str, list[Row]]], rows: list[Row]) -> list[TagRow | str]:
+def _child_tag(
+    primes: list[tuple[str, list[MessageFields]]], rows: list[MessageFields]
+) -> list[TagRow | str]:
     """In the child: load the queued histories, then tag rows in order. Each result is a row in the
     store's form (plain values and the evidence as JSON text: cheap to pickle, stored as is), or an error
     text for that message."""
     for conversation_id, history in primes:
-        _child_prime(conversation_id, history)
+        _CHILD_TAGGER.prime_fields(conversation_id, history)
     rows_out: list[TagRow | str] = _CHILD_TAGGER.tag_rows(rows)
     return rows_out
-
-
-def _child_prime(conversation_id: str, rows: list[Row]) -> None:
-    from daemon.tagging.history import PastMessage
-    from daemon.tagging.text import extract
-
-    hist = _CHILD_TAGGER._cache.reset(conversation_id)
-    for message_id, agent, _, _, content in rows[-hist.max_messages :] if hist.max_messages else ():
-        hist.add(PastMessage(message_id, agent, extract(content).content_terms))
-
-
-def _row(message: AgentMessage) -> Row:
-    return (message.message_id, message.agent, message.conversation_id, message.reply_to, message.content)
 
 
 class ProcessTagger:
@@ -77,7 +65,7 @@ class ProcessTagger:
         self._tier_model = tier_model
         self._pool: ProcessPoolExecutor | None = None
         #: histories to load before the next batch: sent with it, one round trip instead of one each
-        self._primes: list[tuple[str, list[Row]]] = []
+        self._primes: list[tuple[str, list[MessageFields]]] = []
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -104,7 +92,7 @@ class ProcessTagger:
             return done
         primes, self._primes = self._primes, []
         try:
-            child = self._executor().submit(_child_tag, primes, [_row(m) for m in messages])
+            child = self._executor().submit(_child_tag, primes, [message_fields(m) for m in messages])
         except BrokenProcessPool as exc:
             self._died()
             done.set_exception(exc)
@@ -142,7 +130,7 @@ class ProcessTagger:
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
         """Load a conversation's earlier messages into the child's history (sent with the next batch,
         before its messages are tagged)."""
-        self._primes.append((conversation_id, [_row(m) for m in history]))
+        self._primes.append((conversation_id, [message_fields(m) for m in history]))
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the child process: ask it to exit, wait up to ``timeout_s``, then terminate it."""
