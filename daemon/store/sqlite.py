@@ -454,22 +454,29 @@ class SQLiteStore:
 
     def check_writable(self) -> None:
         """Commit a one-row write (fsynced like any commit); raise :class:`StoreUnavailable` if it fails."""
+        with self._write_transaction("check_writable") as conn:
+            conn.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('writable_check', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (to_iso(utc_now()),),
+            )
+
+    @contextlib.contextmanager
+    def _write_transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Under the lock: BEGIN IMMEDIATE, hand out the connection, COMMIT. Any error rolls back; an
+        SQLite error becomes :class:`StoreUnavailable` or :class:`StoreError` (``what`` names the call)."""
         with self._lock:
             try:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.execute(
-                        "INSERT INTO store_meta (key, value) VALUES ('writable_check', ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (to_iso(utc_now()),),
-                    )
+                    yield conn
                     conn.execute("COMMIT")
                 except BaseException:
                     self._rollback(conn)
                     raise
             except sqlite3.Error as exc:
-                raise self._fail(exc, "check_writable") from exc
+                raise self._fail(exc, what) from exc
 
     def commit_batch(
         self,
@@ -495,18 +502,8 @@ class SQLiteStore:
         if not records and not dead_letters:
             return CommitResult(committed_at=now)  # nothing to make durable: no transaction, no fsync
         now_iso = to_iso(now)
-        with self._lock:
-            try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = self._commit_locked(conn, records, dead_letters, tag_rows, now, now_iso)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback(conn)
-                    raise
-            except sqlite3.Error as exc:
-                raise self._fail(exc, "commit_batch") from exc
+        with self._write_transaction("commit_batch") as conn:
+            result = self._commit_locked(conn, records, dead_letters, tag_rows, now, now_iso)
         return result
 
     def _commit_locked(
@@ -647,34 +644,19 @@ class SQLiteStore:
     def add_tags_many(self, items: Sequence[tuple[str, Tags]]) -> None:
         """:meth:`add_tags` for many records in one transaction (``aced retag``)."""
         added_us = to_us(utc_now())
-        with self._lock:
-            try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for message_id, tags in items:
-                        if (
-                            conn.execute(
-                                "SELECT 1 FROM records WHERE message_id = ?", (message_id,)
-                            ).fetchone()
-                            is None
-                        ):
-                            raise StoreError(f"no record with message_id {message_id!r}")
-                        conn.execute(
-                            "DELETE FROM tags WHERE message_id = ? AND tagger_version = ?",
-                            (message_id, tags.tagger_version),
-                        )
-                        conn.execute(
-                            "UPDATE tags SET is_current = 0 WHERE message_id = ? AND is_current = 1",
-                            (message_id,),
-                        )
-                        conn.execute(_INSERT_TAGS, (message_id, 1, added_us, *tag_row(tags)))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback(conn)
-                    raise
-            except sqlite3.Error as exc:
-                raise self._fail(exc, "add_tags") from exc
+        with self._write_transaction("add_tags") as conn:
+            for message_id, tags in items:
+                known = conn.execute("SELECT 1 FROM records WHERE message_id = ?", (message_id,)).fetchone()
+                if known is None:
+                    raise StoreError(f"no record with message_id {message_id!r}")
+                conn.execute(
+                    "DELETE FROM tags WHERE message_id = ? AND tagger_version = ?",
+                    (message_id, tags.tagger_version),
+                )
+                conn.execute(
+                    "UPDATE tags SET is_current = 0 WHERE message_id = ? AND is_current = 1", (message_id,)
+                )
+                conn.execute(_INSERT_TAGS, (message_id, 1, added_us, *tag_row(tags)))
 
     def tag_history(self, message_id: str) -> list[Tags]:
         """Every tag version of a record, oldest first (the last one is current)."""
