@@ -26,6 +26,7 @@ from typing import Any
 import redis.exceptions
 import structlog
 
+from daemon.aio import cancel_and_wait, first_failure
 from daemon.config import Settings
 from daemon.intake import IntakeLimits, RawEntry, dead_letter, intake
 from daemon.metrics import Counters
@@ -144,24 +145,23 @@ class Recorder:
             # Stop reading, but let a read in progress finish (at most block_ms) and hand over what it
             # got: cancelling it could leave entries delivered to us that nobody processes until restart.
             self._stop_reading.set()
-            stopper.cancel()
-            _, late = await asyncio.wait({reader, janitor}, timeout=self.settings.shutdown_timeout_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(reader, janitor, stopper, return_exceptions=True)
-            # Everything read is finished and acked, within the shutdown budget.
-            await self._queue.put(None)
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(preparer, committer), timeout=self.settings.shutdown_timeout_s
-                )
-            except TimeoutError:
+            await asyncio.wait({reader, janitor}, timeout=self.settings.shutdown_timeout_s)
+            await cancel_and_wait((reader, janitor, stopper), timeout_s=self.settings.shutdown_timeout_s)
+            # Everything read is finished and acked, within the shutdown budget. (A task, not a bare await:
+            # if the preparer died, nobody would take the end marker from a full queue.)
+            end = asyncio.create_task(self._queue.put(None), name="end-of-batches")
+            _, late = await asyncio.wait({preparer, committer}, timeout=self.settings.shutdown_timeout_s)
+            if late:
                 log.error("shutdown_timeout", unfinished_batches=self._queue.qsize() + self._prepared.qsize())
+            await cancel_and_wait((end, preparer, committer), timeout_s=self.settings.shutdown_timeout_s)
             self._prepare_thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)
             close = getattr(self.tagger, "close", None)
             if callable(close):
                 close()  # a tagger with a child process stops it
+            failure = first_failure((reader, janitor, preparer, committer))
+            if failure is not None:
+                raise failure  # a bug, even one hit while draining, is never swallowed
 
     # ------------------------------------------------------------------ reading
     async def refresh_streams(self) -> list[str]:

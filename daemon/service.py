@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
+from daemon.aio import cancel_and_wait, first_failure
 from daemon.config import Settings
 from daemon.metrics import Counters
 from daemon.recorder import REDIS_DOWN, Recorder
@@ -142,9 +143,12 @@ class Daemon:
                 guard.cancel()
                 if model_tagger is not None and model_task is not None:
                     await model_tagger.stop(model_task, timeout_s=settings.shutdown_timeout_s)
-                health.cancel()
-                watchdog.cancel()
-                await asyncio.gather(health, watchdog, return_exceptions=True)
+                stuck = await cancel_and_wait((health, watchdog), timeout_s=settings.shutdown_timeout_s)
+                if stuck:
+                    log.error("tasks_not_stopped", tasks=sorted(task.get_name() for task in stuck))
+                failure = first_failure((health, watchdog))
+                if failure is not None:
+                    log.error("task_failed", exc_info=failure)
             self.notifier.notify(STOPPING="1", STATUS="stopping: " + self.counters.status_line())
             await self._emit(ops, "daemon.stopping", self.counters.snapshot())
             with contextlib.suppress(*REDIS_DOWN, redis.exceptions.RedisError):

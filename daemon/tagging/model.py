@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from daemon.aio import cancel_and_wait
 from daemon.store.base import Store
 from daemon.tagging.llm import AnswerError, build_prompt, parse_answer
 from schemas import AgentMessage, Record, Tags
@@ -214,9 +215,7 @@ class AsyncModelTagger:
         """Let ``task`` (running :meth:`run`) finish the queue for up to ``timeout_s``, then cancel it."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout_s)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait((task,), timeout_s)
         log.info("model_tagger_stopped", version=self.version, **vars_of(self.counters))
 
     def pending(self) -> int:
