@@ -53,20 +53,27 @@ def tier_features(
         vote = votes.get(tier)
         fv["vote:" + tier] = vote / 4 if vote is not None else 0.0
     fv["rule:" + rules_tier] = 1.0
-    fv["q"] = 1.0 if features.n_questions else 0.0
-    fv["digits"] = min(3.0, features.n_digits / 8)
-    fv["code"] = 1.0 if features.code_share > 0 else 0.0
-    fv["inline"] = min(features.inline_code, 6) / 3
-    fv["list"] = min(features.list_items, 6) / 3
-    fv["len"] = _log1p(features.n_chars) / 7
+    fv.update(zip(_SHAPE, _shape_values(features), strict=True))
     if words:
         for token in set(features.tokens):
             fv["w:" + token] = 1.0
     return fv
 
 
-#: No markers: the shape features alone, for decide (it adds the markers' weights itself).
-_NO_HITS: dict[str, list[str]] = {}
+#: The message's shape, as features: a question, figures, code, inline code, list items, length.
+_SHAPE = ("q", "digits", "code", "inline", "list", "len")
+
+
+def _shape_values(features: TextFeatures) -> tuple[float, float, float, float, float, float]:
+    """The values of the :data:`_SHAPE` features, in that order."""
+    return (
+        1.0 if features.n_questions else 0.0,
+        min(3.0, features.n_digits / 8),
+        1.0 if features.code_share > 0 else 0.0,
+        min(features.inline_code, 6) / 3,
+        min(features.list_items, 6) / 3,
+        _log1p(features.n_chars) / 7,
+    )
 
 
 class TierModel:
@@ -78,7 +85,8 @@ class TierModel:
     """
 
     __slots__ = (
-        "_bias", "_by_family", "_by_marker", "_by_token", "_other", "_vocab", "bias", "version", "weights"
+        "_bias", "_by_family", "_by_marker", "_by_token", "_other", "_rules", "_shape", "_vocab", "_votes",
+        "bias", "version", "weights",
     )  # fmt: skip
 
     def __init__(self, version: str, bias: tuple[float, float, float], weights: dict[str, tuple[float, ...]]):
@@ -92,10 +100,15 @@ class TierModel:
         as_complex = {k: complex(w[0] - w[2], w[1] - w[2]) for k, w in weights.items()}
         # keyed by the word, marker or family itself, so that no "w:" / "m:" / "fam:" string is built per use
         self._by_token = {k[2:]: z for k, z in as_complex.items() if k.startswith("w:")}
-        self._by_marker = {k[2:]: z for k, z in as_complex.items() if k.startswith("m:")}
-        self._by_family = {k[4:]: z for k, z in as_complex.items() if k.startswith("fam:")}
+        # (feature name, weight): the pair decide() records as evidence, built once here instead of per use
+        self._by_marker = {k[2:]: (k, z) for k, z in as_complex.items() if k.startswith("m:")}
+        self._by_family = {k[4:]: (k, z) for k, z in as_complex.items() if k.startswith("fam:")}
         self._vocab = frozenset(self._by_token)
         self._other = {k: z for k, z in as_complex.items() if not k.startswith(("w:", "m:", "fam:"))}
+        # the weights of the non-word features in tier_features' order (None: the model does not use it)
+        self._votes = tuple((t, self._other.get("vote:" + t)) for t in TIERS)
+        self._rules = {t: ("rule:" + t, self._other.get("rule:" + t)) for t in TIERS}
+        self._shape = tuple(self._other.get(k) for k in _SHAPE)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TierModel:
@@ -123,24 +136,34 @@ class TierModel:
         used: list[tuple[str, complex]] = []
         by_family, by_marker = self._by_family.get, self._by_marker.get
         for family, markers in hits.items():
-            w = by_family(family)
-            if w is not None:
-                contribution = _log1p(len(markers)) * w
+            named = by_family(family)
+            if named is not None:
+                contribution = _log1p(len(markers)) * named[1]
                 z += contribution
-                used.append(("fam:" + family, contribution))
+                used.append((named[0], contribution))
         # a marker is one feature even when it belongs to two families (as in tier_features)
         for marker in set(chain.from_iterable(hits.values())):
-            w = by_marker(marker)
-            if w is not None:
-                z += w
-                used.append(("m:" + marker, w))
-        other = self._other.get
-        for feature, value in tier_features(features, _NO_HITS, votes, rules_tier, words=False).items():
-            w = other(feature)
-            if w is not None:
+            named = by_marker(marker)
+            if named is not None:
+                z += named[1]
+                used.append(named)
+        # The other features, added in tier_features' order (a feature whose value is 0 adds nothing and
+        # pushes towards no tier, so it is left out of the evidence's candidates too).
+        for tier, w in self._votes:
+            vote = votes.get(tier)
+            if w is not None and vote:
+                contribution = vote / 4 * w
+                z += contribution
+                used.append(("vote:" + tier, contribution))
+        rule_name, w = self._rules[rules_tier]
+        if w is not None:
+            z += w
+            used.append((rule_name, w))
+        for name, value, w in zip(_SHAPE, _shape_values(features), self._shape, strict=True):
+            if w is not None and value:
                 contribution = value * w
                 z += contribution
-                used.append((feature, contribution))
+                used.append((name, contribution))
         by_token = self._by_token
         words = sum(map(by_token.__getitem__, self._vocab.intersection(features.tokens)), 0j)
         return self._decision(z + words, used, words)
