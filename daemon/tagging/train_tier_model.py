@@ -1,6 +1,7 @@
 """Train the linear tier model (``daemon/tagging/tier_model.json``) on the labelled development files.
 
     python -m daemon.tagging.train_tier_model [--data DIR] [--out FILE]
+    python -m daemon.tagging.train_tier_model --cv     # leave-one-file-out accuracy; writes nothing
 
 Reads every ``dev*.jsonl`` in ``--data`` (never a held-out file), computes each message's features exactly as
 the tagger does (:func:`daemon.tagging.tier_model.tier_features` over the rules' markers and votes), and fits
@@ -31,31 +32,39 @@ L2 = 0.001
 MIN_DF = 2
 
 
-def training_rows(paths: list[Path]) -> list[tuple[dict[str, float], int]]:
+Row = tuple[dict[str, float], int]
+
+
+def training_rows(paths: list[Path]) -> list[Row]:
     """(features, tier index) of every labelled message in ``paths``."""
+    return [row for path in paths for row in file_rows(path)]
+
+
+def file_rows(path: Path) -> list[Row]:
+    """(features, tier index) of every labelled message in one file."""
     rows = []
-    for path in paths:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            features = extract(item["content"])
-            hits = DEFAULT_INDEX.match(features)
-            decision = classify_tier(features, hits)
-            fv = tier_features(features, hits, decision.votes, decision.tier)
-            rows.append((fv, TIERS.index(item["label"]["tier"])))
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        features = extract(item["content"])
+        hits = DEFAULT_INDEX.match(features)
+        decision = classify_tier(features, hits)
+        fv = tier_features(features, hits, decision.votes, decision.tier)
+        rows.append((fv, TIERS.index(item["label"]["tier"])))
     return rows
 
 
-def fit(rows: list[tuple[dict[str, float], int]]) -> TierModel:
-    """Gradient descent on the mean cross-entropy plus ``L2 / 2 * |W|^2`` (bias not penalised)."""
+def fit(rows: list[Row], l2: float = L2, min_df: int = MIN_DF) -> TierModel:
+    """Gradient descent on the mean cross-entropy plus ``l2 / 2 * |W|^2`` (bias not penalised), over the
+    features seen in at least ``min_df`` messages."""
     import numpy as np
 
     df: dict[str, int] = {}
     for fv, _ in rows:
         for key in fv:
             df[key] = df.get(key, 0) + 1
-    vocab = {k: i for i, k in enumerate(sorted(k for k, c in df.items() if c >= MIN_DF))}
+    vocab = {k: i for i, k in enumerate(sorted(k for k, c in df.items() if c >= min_df))}
     x = np.zeros((len(rows), len(vocab)))
     for i, (fv, _) in enumerate(rows):
         for key, value in fv.items():
@@ -71,10 +80,25 @@ def fit(rows: list[tuple[dict[str, float], int]]) -> TierModel:
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         g = (p - y) / len(rows)
-        w -= STEP * (x.T @ g + L2 * w)
+        w -= STEP * (x.T @ g + l2 * w)
         b -= STEP * g.sum(axis=0)
     weights = {key: tuple(float(v) for v in w[j]) for key, j in vocab.items()}
     return TierModel(VERSION, (float(b[0]), float(b[1]), float(b[2])), weights)
+
+
+def cross_validate(
+    paths: list[Path], l2: float = L2, min_df: int = MIN_DF
+) -> list[tuple[str, int, int, int]]:
+    """Leave one file (one writer) out: train on the others, decide the left-out file's tiers. Per file:
+    (name, messages, right by the model, right by the rules' votes alone)."""
+    by_file = {path.name: file_rows(path) for path in paths}
+    out = []
+    for name, held in by_file.items():
+        model = fit([row for other, rows in by_file.items() if other != name for row in rows], l2, min_df)
+        right = sum(model.decide_features(fv).tier == TIERS[tier] for fv, tier in held)
+        votes = sum(fv.get("rule:" + TIERS[tier]) == 1.0 for fv, tier in held)
+        out.append((name, len(held), right, votes))
+    return out
 
 
 def dump(data: dict[str, Any]) -> str:
@@ -102,20 +126,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=here.parent.parent / "tests" / "data" / "tagging")
     parser.add_argument("--out", type=Path, default=here / "tier_model.json")
+    parser.add_argument("--cv", action="store_true", help="leave-one-file-out accuracy; writes nothing")
+    parser.add_argument("--l2", type=float, default=L2, help=f"L2 penalty (default {L2})")
+    parser.add_argument("--min-df", type=int, default=MIN_DF, help=f"least messages per feature ({MIN_DF})")
     args = parser.parse_args(argv)
     paths = dev_files(args.data)
     if not paths:
         print(f"error: no dev*.jsonl in {args.data}", file=sys.stderr)
         return 2
+    if args.cv:
+        results = cross_validate(paths, args.l2, args.min_df)
+        for name, n, right, votes in results:
+            print(f"{name:18s} {n:4d} messages  model {right / n:.3f}  votes {votes / n:.3f}")
+        n = sum(r[1] for r in results)
+        model_acc, votes_acc = sum(r[2] for r in results) / n, sum(r[3] for r in results) / n
+        print(f"{'all':18s} {n:4d} messages  model {model_acc:.3f}  votes {votes_acc:.3f}")
+        return 0
     rows = training_rows(paths)
-    model = fit(rows)
+    model = fit(rows, args.l2, args.min_df)
     meta: dict[str, Any] = {
         "trained_on": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in paths},
         "messages": len(rows),
         "epochs": EPOCHS,
         "step": STEP,
-        "l2": L2,
-        "min_df": MIN_DF,
+        "l2": args.l2,
+        "min_df": args.min_df,
     }
     args.out.write_text(dump(model.to_json(**meta)), encoding="utf-8")
     print(f"{args.out}: {len(model.weights)} features from {len(rows)} messages in {len(paths)} files")
