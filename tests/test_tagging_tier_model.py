@@ -90,3 +90,20 @@ def test_settings_switch_the_model_off_everywhere(tmp_path: Path) -> None:
         assert tags[0] is not None and tags[0].tagger_version == RULES_VERSION + "-votes"
     finally:
         getattr(child, "close", lambda: None)()
+
+
+def test_cross_validation_leaves_each_file_out(tmp_path: Path) -> None:
+    """--cv trains on the other files and scores each left-out file's messages once."""
+    pytest.importorskip("numpy")
+    from daemon.tagging import train_tier_model as train
+
+    for name in ("dev.jsonl", "dev_b.jsonl", "dev_c.jsonl"):
+        (tmp_path / name).write_bytes((DATA / name).read_bytes())
+    (tmp_path / "heldout.jsonl").write_text("not read\n", encoding="utf-8")
+    results = train.cross_validate(train.dev_files(tmp_path))
+    assert [r[0] for r in results] == ["dev.jsonl", "dev_b.jsonl", "dev_c.jsonl"]
+    for name, n, right, votes in results:
+        assert n == len((DATA / name).read_text(encoding="utf-8").splitlines())
+        assert 0.5 * n < right <= n and 0 <= votes <= n
+    assert train.main(["--data", str(tmp_path), "--cv", "--out", str(tmp_path / "m.json")]) == 0
+    assert not (tmp_path / "m.json").exists()
