@@ -27,7 +27,7 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 SPLITS = {
     "dev": tuple(
         DATA / f"{name}.jsonl"
-        for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h")
+        for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h", "dev_i", "dev_j", "dev_k")
     ),
     "heldout": tuple(
         DATA / f"{name}.jsonl"

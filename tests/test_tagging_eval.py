@@ -27,7 +27,7 @@ def bench() -> ModuleType:
     return load_bench("tagging_eval")
 
 
-DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h")
+DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h", "dev_i", "dev_j", "dev_k")
 HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f")
 
 

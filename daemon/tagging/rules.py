@@ -251,7 +251,9 @@ _STRONG_CORRECTION = frozenset(
         "would drop", "are wrong", "not <figure>", "overstated", "my mistake", "won't work", "doesn't work",
         "don't work", "needs fixing", "lost writes", "small gap", "one small thing", "one real problem",
         "is void", "not a real", "the wrong", "won't hold", "will miss", "doesn't match",
-        "check the arithmetic",
+        "check the arithmetic", "overstates", "understates", "can't work as written", "nowhere near",
+        "it's on us", "my bad", "need fixing", "can't stand", "that figure is", "reopens", "the 2.5x is off",
+        "is off", "theory is out", "isn't the cause",
     }
 )  # fmt: skip
 
@@ -283,8 +285,9 @@ def score_error_correction(ctx: MessageContext) -> SignalScore:
     if not markers:
         return SignalScore(0, {})
     strong = sum(1 for m in markers if m in _STRONG_CORRECTION)
-    score = 25 * (len(markers) - strong) + 45 * strong
     self_correction = bool(ctx.hits.get("error_correction.self"))
+    # owning the mistake ("my bad", "I mixed up") makes a flaw named beside it a correction
+    score = 25 * (len(markers) - strong) + 45 * strong + (20 if self_correction else 0)
     if score <= 40:
         return SignalScore(_clamp(score), _NO_EXTRA)
     corrects = _corrected_message(ctx, self_correction)

@@ -5,7 +5,7 @@
 
 Reads every ``dev*.jsonl`` in ``--data`` (never a held-out file), computes each message's features exactly as
 the tagger does (:func:`daemon.tagging.tier_model.tier_features` over the rules' markers and votes), and fits
-a multinomial logistic regression by full-batch gradient descent: 300 epochs, step 0.5, L2 0.001, features
+a multinomial logistic regression by full-batch gradient descent: 300 epochs, step 0.5, L2 0.01, features
 seen in at least two messages. These settings were chosen by leave-one-file-out cross-validation on the
 development files (each file is another writer). Needs numpy (the ``train`` extra); the trained model is
 applied without it. Deterministic: the same files give the same weights.
@@ -28,7 +28,7 @@ from daemon.tagging.tier_model import TIERS, TierModel, tier_features
 VERSION = "linear-1"
 EPOCHS = 300
 STEP = 0.5
-L2 = 0.001
+L2 = 0.01
 MIN_DF = 2
 
 
