@@ -27,11 +27,32 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 SPLITS = {
     "dev": tuple(
         DATA / f"{name}.jsonl"
-        for name in ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h", "dev_i", "dev_j", "dev_k")
+        for name in (
+            "dev",
+            "dev_b",
+            "dev_c",
+            "dev_d",
+            "dev_e",
+            "dev_f",
+            "dev_g",
+            "dev_h",
+            "dev_i",
+            "dev_j",
+            "dev_k",
+        )
     ),
     "heldout": tuple(
         DATA / f"{name}.jsonl"
-        for name in ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f")
+        for name in (
+            "heldout",
+            "heldout_b",
+            "heldout_c",
+            "heldout_d",
+            "heldout_e",
+            "heldout_f",
+            "heldout_g",
+            "heldout_h",
+        )
     ),
 }
 TIERS = ("A", "C", "E")

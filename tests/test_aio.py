@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import redis.asyncio as aioredis
 
@@ -13,10 +14,8 @@ from daemon.redis_server import RedisServer
 async def _loses_first_cancel(started: asyncio.Event) -> None:
     """What a task looks like after asyncio.wait_for dropped its cancellation: it simply goes on."""
     started.set()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(3600)
-    except asyncio.CancelledError:
-        pass
     await asyncio.sleep(3600)
 
 

@@ -28,7 +28,16 @@ def bench() -> ModuleType:
 
 
 DEV_FILES = ("dev", "dev_b", "dev_c", "dev_d", "dev_e", "dev_f", "dev_g", "dev_h", "dev_i", "dev_j", "dev_k")
-HELDOUT_FILES = ("heldout", "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f")
+HELDOUT_FILES = (
+    "heldout",
+    "heldout_b",
+    "heldout_c",
+    "heldout_d",
+    "heldout_e",
+    "heldout_f",
+    "heldout_g",
+    "heldout_h",
+)
 
 
 def test_eval_set_shape(bench: ModuleType) -> None:
