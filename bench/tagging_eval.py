@@ -25,35 +25,8 @@ from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE, AgentMessage, Tags
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "tagging"
 #: split -> its files. Rules may be tuned on "dev" only; "heldout" is reported, never looked into.
 SPLITS = {
-    "dev": tuple(
-        DATA / f"{name}.jsonl"
-        for name in (
-            "dev",
-            "dev_b",
-            "dev_c",
-            "dev_d",
-            "dev_e",
-            "dev_f",
-            "dev_g",
-            "dev_h",
-            "dev_i",
-            "dev_j",
-            "dev_k",
-        )
-    ),
-    "heldout": tuple(
-        DATA / f"{name}.jsonl"
-        for name in (
-            "heldout",
-            "heldout_b",
-            "heldout_c",
-            "heldout_d",
-            "heldout_e",
-            "heldout_f",
-            "heldout_g",
-            "heldout_h",
-        )
-    ),
+    "dev": tuple(DATA / f"{name}.jsonl" for name in ("dev", *(f"dev_{c}" for c in "bcdefghijk"))),
+    "heldout": tuple(DATA / f"{name}.jsonl" for name in ("heldout", *(f"heldout_{c}" for c in "bcdefgh"))),
 }
 TIERS = ("A", "C", "E")
 
