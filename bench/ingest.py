@@ -245,6 +245,7 @@ def settings_for(args: argparse.Namespace, data_dir: Path, url: str, prefix: str
         log_level="warning",
         consumer_name=f"bench-{os.getpid()}",
         tag_in_process=args.tag_in_process,
+        tag_processes=args.tag_processes,
     )
 
 
@@ -514,6 +515,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="tag in the daemon's own process (default: the daemon's default, a child process)",
     )
+    p.add_argument(
+        "--tag-processes",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="1..8",
+        help="child processes the rules tagger runs in (ACED_TAG_PROCESSES; default 1)",
+    )
     p.add_argument("--skip-bare", action="store_true", help="skip the bare consumer (no ratio then)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the temporary directory goes")
     p.add_argument("--seed", type=int, default=1)
@@ -539,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "agents": args.agents,
         "batch_size": args.batch_size,
         "content_chars_median": args.content_chars,
+        "tagging": "in process" if args.tag_in_process else f"{args.tag_processes} child process(es)",
         "hiredis": bool(redis.utils.HIREDIS_AVAILABLE),
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
@@ -648,7 +658,8 @@ def summary(args: argparse.Namespace, taggers: list[str], f: dict[str, Any]) -> 
     lines = ["", "=" * 78, "aced ingest benchmark summary", "=" * 78]
     lines.append(
         f"messages {f['messages']:,} | agents {f['agents']} | batch {f['batch_size']} | "
-        f"content median ~{f['content_chars_median']} chars | hiredis {f['hiredis']} | "
+        f"content median ~{f['content_chars_median']} chars | tagging {f['tagging']} | "
+        f"hiredis {f['hiredis']} | "
         f"{f['cpus']} CPUs, load at start {f['loadavg_at_start'][0]:.2f}"
     )
     bare = f.get("bare_rate")

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         default=False,
         description="Tag in the daemon's process; False (default): the rules tagger runs in a child process.",
     )
+    tag_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Child processes the rules tagger runs in (each owns a share of the conversations); "
+        "more than one pays off only with a core free for each.",
+    )
     tier_model: bool = Field(
         default=True,
         description="The linear tier model makes the final tier decision; False: the rules' hand-weighted "

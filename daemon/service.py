@@ -50,7 +50,7 @@ def build_tagger(settings: Settings) -> Tagger:
     if not settings.tag_in_process:
         from daemon.tagging.worker import ProcessTagger
 
-        return ProcessTagger(settings.tag_history, tier_model=settings.tier_model)
+        return ProcessTagger(settings.tag_history, settings.tier_model, settings.tag_processes)
     from daemon.tagging import make_tagger
 
     tagger: Tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model)

@@ -139,17 +139,22 @@ def load_bench(name: str) -> ModuleType:
     return module
 
 
-def labelled_contents(*names: str) -> list[str]:
-    """The ``content`` of every labelled message in ``tests/data/tagging/<name>.jsonl`` (all the labelled
-    files when no name is given), in file order."""
+def labelled_lines(*names: str) -> list[dict[str, Any]]:
+    """Every labelled message (the JSON object of its line) in ``tests/data/tagging/<name>.jsonl`` (all
+    the labelled files when no name is given), in file order."""
     paths = (
         [TAGGING_DATA / f"{n}.jsonl" for n in names]
         if names
         else sorted(p for p in TAGGING_DATA.glob("*.jsonl") if p.name != "golden_tags.jsonl")
     )
     return [
-        json.loads(line)["content"]
+        json.loads(line)
         for path in paths
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+def labelled_contents(*names: str) -> list[str]:
+    """The ``content`` of every labelled message (see :func:`labelled_lines`)."""
+    return [line["content"] for line in labelled_lines(*names)]

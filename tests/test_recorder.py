@@ -428,15 +428,28 @@ def test_a_model_backend_adds_a_second_tag_version_after_ingest(
         store.close()
 
 
-@pytest.mark.parametrize("in_process", [False, True], ids=["child-process", "in-process"])
+@pytest.mark.parametrize(
+    ("in_process", "processes"),
+    [(False, 1), (False, 2), (True, 1)],
+    ids=["child-process", "two-child-processes", "in-process"],
+)
 def test_tags_are_the_rules_taggers_whichever_process_tags(
-    in_process: bool, make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+    in_process: bool,
+    processes: int,
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    keys: StreamKeys,
 ) -> None:
     from daemon.tagging import RulesTagger
 
-    messages = make_messages("gemini", 40, conversation="child-tagging")
+    # several conversations, so that two child processes each get some
+    messages = [
+        m
+        for n, agent in enumerate(("gemini", "claude", "gemini", "claude"))
+        for m in make_messages(agent, 15, conversation=f"child-tagging-{n}")
+    ]
     publish(redis_client, keys, messages)
-    settings = make_settings(tag_in_process=in_process, batch_size=7)
+    settings = make_settings(tag_in_process=in_process, tag_processes=processes, batch_size=7)
     run_daemon(settings, burst=True)
     expected = RulesTagger(history=settings.tag_history).tag_batch(messages)
     store = open_store(settings, create=False)

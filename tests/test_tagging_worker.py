@@ -10,7 +10,7 @@ import pytest
 
 from daemon.tagging import RulesTagger
 from daemon.tagging.worker import ProcessTagger
-from tests.helpers import make_messages
+from tests.helpers import labelled_lines, make_messages
 
 
 def _conversation() -> list:  # type: ignore[type-arg]
@@ -53,3 +53,52 @@ def test_a_dead_child_raises_and_the_next_batch_gets_a_new_one() -> None:
         assert tags[0] is not None and tags[0].tier in ("A", "C", "E")
     finally:
         child.close()
+
+
+def _interleaved_conversations() -> list:  # type: ignore[type-arg]
+    """Labelled messages of several conversations, interleaved as they would arrive from many agents."""
+    lines = labelled_lines("dev_b")
+    by_conversation: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for line in lines:
+        by_conversation.setdefault(line["conversation_id"], []).append(line)
+    queues = list(by_conversation.values())
+    ordered = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    base = make_messages("claude", len(ordered))
+    return [
+        m.model_copy(
+            update={k: line[k] for k in ("message_id", "agent", "conversation_id", "reply_to", "content")}
+        )
+        for m, line in zip(base, ordered, strict=True)
+    ]
+
+
+def test_several_children_give_the_tags_of_one() -> None:
+    """Conversations are divided between the children; each message still sees its own conversation's
+    history in order, so the tags are exactly those of one tagger (priming included)."""
+    messages = _interleaved_conversations()
+    assert len({m.conversation_id for m in messages}) >= 5
+    local = RulesTagger(history=20)
+    children = ProcessTagger(history=20, processes=3)
+    try:
+        first = messages[0]
+        local.prime(first.conversation_id, [first])
+        children.prime(first.conversation_id, [first])
+        expected, got = [], []
+        for i in range(1, len(messages), 25):
+            expected += local.tag_batch(messages[i : i + 25])
+            got += children.tag_batch(messages[i : i + 25])
+        assert got == expected
+        # the conversations really were divided
+        assert len({children._shard_of(m.conversation_id) for m in messages}) > 1
+        assert sum(shard.pool is not None for shard in children._shards) > 1
+    finally:
+        children.close()
+
+
+def test_process_count_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least one process"):
+        ProcessTagger(processes=0)
