@@ -85,7 +85,7 @@ class TierModel:
     """
 
     __slots__ = (
-        "_bias", "_by_family", "_by_marker", "_by_token", "_other", "_rules", "_shape", "_vocab", "_votes",
+        "_bias", "_by_family", "_by_marker", "_by_token", "_rules", "_shape", "_vocab", "_votes",
         "bias", "version", "weights",
     )  # fmt: skip
 
@@ -104,11 +104,10 @@ class TierModel:
         self._by_marker = {k[2:]: (k, z) for k, z in as_complex.items() if k.startswith("m:")}
         self._by_family = {k[4:]: (k, z) for k, z in as_complex.items() if k.startswith("fam:")}
         self._vocab = frozenset(self._by_token)
-        self._other = {k: z for k, z in as_complex.items() if not k.startswith(("w:", "m:", "fam:"))}
-        # the weights of the non-word features in tier_features' order (None: the model does not use it)
-        self._votes = tuple((t, self._other.get("vote:" + t)) for t in TIERS)
-        self._rules = {t: ("rule:" + t, self._other.get("rule:" + t)) for t in TIERS}
-        self._shape = tuple(self._other.get(k) for k in _SHAPE)
+        # the weights of the other features in tier_features' order (None: the model does not use it)
+        self._votes = tuple((t, as_complex.get("vote:" + t)) for t in TIERS)
+        self._rules = {t: ("rule:" + t, as_complex.get("rule:" + t)) for t in TIERS}
+        self._shape = tuple(as_complex.get(k) for k in _SHAPE)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TierModel:
