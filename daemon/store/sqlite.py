@@ -358,9 +358,10 @@ class SQLiteStore:
             conn.execute("PRAGMA cache_size = -32768")
             # Checkpoint every ~16 MiB of WAL instead of 4 MiB: a 500-record batch writes about 1 MiB, and
             # fewer, larger checkpoints cost less per record (pages rewritten often are copied back once).
-            conn.execute("PRAGMA wal_autocheckpoint = 4000")
+            # With a background checkpointer, commits never checkpoint (0).
+            autocheckpoint = 0 if self._checkpoint_s is not None else 4000
+            conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
             if self._checkpoint_s is not None:
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
                 self._start_checkpointer()
         except BaseException:
             conn.close()
