@@ -413,14 +413,20 @@ def test_prime_loads_history() -> None:
 
 
 def test_tag_batch_returns_none_and_logs_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(features: object, hits: object) -> object:
+    def broken(*args: object) -> object:
         raise RuntimeError("boom")
 
+    # a step that raises: the Python classifier, and the Python extract the compiled core falls back on for
+    # text that is not ASCII
     monkeypatch.setattr(rules, "classify_tier", broken)
-    with capture_logs() as logs:
-        out = RulesTagger().tag_batch([msg("anything"), msg("more", n=1)])
-    assert out == [None, None]
-    assert logs[0]["event"] == "tagging_failed" and "boom" in logs[0]["error"]
+    monkeypatch.setattr(rules, "extract", broken)
+    for core in ("python", "auto"):
+        with capture_logs() as logs:
+            out = RulesTagger(core=core).tag_batch([msg("anything é"), msg("more é", n=1)])  # type: ignore[arg-type]
+        assert out == [None, None]
+        assert logs[0]["event"] == "tagging_failed" and "boom" in logs[0]["error"]
+        rows = RulesTagger(core=core).tag_rows([("m1", "claude", "c1", None, "naïve")])  # type: ignore[arg-type]
+        assert rows == ["RuntimeError: boom"]
 
 
 def test_make_tagger() -> None:

@@ -1338,7 +1338,7 @@ class MarkerIndex:
     (each once, however often it occurs), sorts those few integers and groups them by family.
     """
 
-    __slots__ = ("_automaton", "_ranked")
+    __slots__ = ("_automaton", "_ranked", "patterns")
 
     def __init__(self, lexicons: Mapping[str, Iterable[str]]) -> None:
         """Index ``lexicons`` (family -> markers); markers are tokenised exactly like message text."""
@@ -1361,6 +1361,13 @@ class MarkerIndex:
         automaton.make_automaton()
         self._automaton = automaton
         self._ranked = tuple(ranked)
+        #: (the pattern's words, the ranks it stands for) per pattern: what the compiled core matches on
+        self.patterns = tuple((tuple(pattern.split()), tuple(r)) for pattern, r in ranks.items())
+
+    @property
+    def ranked(self) -> tuple[tuple[str, str], ...]:
+        """(family, marker) of every marker, by rank: the order markers are listed in."""
+        return self._ranked
 
     def match(self, features: TextFeatures) -> dict[str, list[str]]:
         """family -> markers found in ``features``, in a fixed order (families with no hit are absent)."""

@@ -10,6 +10,7 @@ are in ``docs/ace_tiers.md`` and ``docs/emergence_signals.md``.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, Literal, NamedTuple, cast
@@ -19,10 +20,15 @@ import structlog
 
 from daemon.store.base import TagRow
 from daemon.tagging.history import ConversationHistory, HistoryCache, PastMessage
-from daemon.tagging.markers import DEFAULT_AGENT_NAMES, DEFAULT_INDEX, MarkerIndex
-from daemon.tagging.text import SCAN_CHARS, TextFeatures, extract
+from daemon.tagging.markers import _NOT_FIGURE, DEFAULT_AGENT_NAMES, DEFAULT_INDEX, NOT_FIGURE, MarkerIndex
+from daemon.tagging.text import SCAN_CHARS, STOPWORDS, TextFeatures, extract
 from daemon.tagging.tier_model import TierModel, default_model
 from schemas import SIGNAL_NAMES, AgentMessage, Tags, Tier
+
+try:  # the compiled pipeline (setup.py builds it from _core.pyx); without it the Python steps below run
+    from daemon.tagging import _core
+except ImportError:  # pragma: no cover - CI builds it, and a test says so
+    _core = None  # type: ignore[assignment]
 
 log = structlog.get_logger()
 
@@ -32,6 +38,8 @@ RULES_VERSION = "rules-4"
 Hits = dict[str, list[str]]
 #: What the tagger needs of a message: (message_id, agent, conversation_id, reply_to, content).
 MessageFields = tuple[str, str, str, str | None, str]
+#: The six signal scores, in ``SIGNAL_NAMES`` order.
+SignalScores = tuple[int, int, int, int, int, int]
 
 
 def message_fields(message: AgentMessage) -> MessageFields:
@@ -388,6 +396,67 @@ def aggregate_emergence(message_scores: Iterable[int]) -> dict[str, float]:
     }
 
 
+# ---------------------------------------------------------------- the compiled core
+
+CoreChoice = Literal["auto", "compiled", "python"]
+_CORE_CHOICES: tuple[CoreChoice, ...] = ("auto", "compiled", "python")
+
+
+def core_choice(value: str | None = None) -> CoreChoice:
+    """``value`` (default ``$ACED_TAG_CORE``, else ``"auto"``) as a :data:`CoreChoice`; ``ValueError``
+    with one readable line for anything else."""
+    raw = os.environ.get("ACED_TAG_CORE", "auto") if value is None else value
+    choice = raw.strip().lower() or "auto"
+    if choice not in _CORE_CHOICES:
+        raise ValueError(f"ACED_TAG_CORE must be one of {', '.join(_CORE_CHOICES)}, not {raw!r}")
+    return choice
+
+
+def core_available() -> bool:
+    """Whether the compiled core (``daemon/tagging/_core.pyx``) was built for this install."""
+    return _core is not None
+
+
+def build_core(index: MarkerIndex, tier_model: TierModel | None, choice: CoreChoice | None = None) -> Any:
+    """The compiled pipeline for ``index`` and ``tier_model``, or ``None`` where the Python steps run
+    (``choice`` ``"python"``, or ``"auto"`` without a built core)."""
+    choice = core_choice(choice)
+    if choice == "python" or (choice == "auto" and _core is None):
+        return None
+    if _core is None:
+        raise ValueError(
+            "ACED_TAG_CORE=compiled, but the compiled tagger core was not built "
+            "(reinstall with a C compiler and the Python headers: pip install -e .)"
+        )
+    flags = []
+    for family, marker in index.ranked:
+        flag = 0
+        if family == "A.choice":
+            flag |= (1 if marker in _ASKING_CHOICE else 0) | (2 if marker in _PROPOSING else 0)
+        elif family == "A.ratify" and marker == "approved":
+            flag |= 4
+        elif family == "error_correction.flaw" and marker in _STRONG_CORRECTION:
+            flag |= 8
+        elif family == "cross_domain_synthesis.bridge" and marker in _EXPLICIT_BRIDGES:
+            flag |= 16
+        flags.append(flag)
+    if NOT_FIGURE not in _STRONG_CORRECTION:  # pragma: no cover - the core counts it as strong
+        raise RuntimeError("the compiled core assumes a corrected figure is a strong correction")
+    return _core.Core(
+        extract=extract,
+        not_figure_search=_NOT_FIGURE.search,
+        not_figure=NOT_FIGURE,
+        stopwords=STOPWORDS,
+        agent_names=DEFAULT_AGENT_NAMES,
+        scan_chars=SCAN_CHARS,
+        patterns=index.patterns,
+        ranked=index.ranked,
+        flags=flags,
+        model_version=tier_model.version if tier_model is not None else None,
+        tables=tier_model.tables() if tier_model is not None else None,
+    )
+
+
 # ---------------------------------------------------------------- the tagger
 
 
@@ -407,17 +476,27 @@ class RulesTagger:
         max_conversations: int = 10_000,
         index: MarkerIndex = DEFAULT_INDEX,
         tier_model: TierModel | Literal["default"] | None = "default",
+        core: CoreChoice | None = None,
     ) -> None:
         """``history``: earlier messages remembered per conversation; ``max_conversations``: LRU bound on
         conversations held in memory; ``index``: the compiled marker lexicons; ``tier_model``: the linear
         model that makes the final tier decision from the rules' evidence (``"default"``: the one shipped
-        in ``tier_model.json``; ``None``: the hand-weighted votes decide)."""
+        in ``tier_model.json``; ``None``: the hand-weighted votes decide); ``core``: which implementation of
+        the steps runs, ``"compiled"`` (``_core.pyx``; an error where it was not built), ``"python"`` or
+        ``"auto"`` (the compiled one where it was built); ``None``: ``$ACED_TAG_CORE``, else ``"auto"``.
+        Both give the same tags."""
         self._cache = HistoryCache(history, max_conversations)
         self._index = index
         #: the linear model that makes the final tier decision (None: the hand-weighted votes decide)
         self._tier_model = default_model() if tier_model == "default" else tier_model
         if self._tier_model is None:
             self.version = RULES_VERSION + "-votes"
+        self._core = build_core(index, self._tier_model, core)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled core runs the steps (else the Python ones do)."""
+        return self._core is not None
 
     @property
     def conversations_held(self) -> int:
@@ -493,7 +572,7 @@ class RulesTagger:
                 "tier": tier,
                 "tier_rule": rule,
                 "tier_confidence": confidence,
-                "signals": scores,
+                "signals": dict(zip(SIGNAL_NAMES, scores, strict=True)),
                 "novelty": novelty,
                 "emergence": emergence_score,
                 "tagger_version": self.version,
@@ -522,22 +601,10 @@ class RulesTagger:
                     tier, rule, confidence, scores, novelty, emergence_score, evidence = tag(
                         content, conversation_id, message_id, agent, reply_to
                     )
+                    evidence_json = dumps(evidence).decode()
+                    # the six scores in SIGNAL_NAMES order, which is the row's order
                     out.append(
-                        (
-                            version,
-                            tier,
-                            rule,
-                            confidence,
-                            novelty,
-                            emergence_score,
-                            scores["novelty"],
-                            scores["solution_quality"],
-                            scores["assumption_challenge"],
-                            scores["error_correction"],
-                            scores["cross_domain_synthesis"],
-                            scores["specialization_recognition"],
-                            dumps(evidence).decode("utf-8"),
-                        )
+                        (version, tier, rule, confidence, novelty, emergence_score, *scores, evidence_json)
                     )
                 except Exception as exc:  # one odd message must not cost the batch its tags
                     out.append(f"{type(exc).__name__}: {exc}")
@@ -548,10 +615,26 @@ class RulesTagger:
 
     def _tag(
         self, content: str, conversation_id: str, message_id: str, agent: str, reply_to: str | None
-    ) -> tuple[Tier, str, float, dict[str, int], int, int, dict[str, Any]]:
+    ) -> tuple[Tier, str, float, SignalScores, int, int, dict[str, Any]]:
         """The pipeline for one message: (tier, rule, confidence, signal scores in ``SIGNAL_NAMES``
-        order, novelty, emergence, evidence). Remembers the message in its conversation."""
+        order, novelty, emergence, evidence). Remembers the message in its conversation.
+
+        Runs the compiled core where there is one, else :meth:`_tag_python`: the same steps, the same tags.
+        """
         hist = self._cache.get(conversation_id)
+        core = self._core
+        if core is None:
+            return self._tag_python(hist, content, message_id, agent, reply_to)
+        tier, rule, confidence, scores, novelty, emergence_score, evidence, terms = core.tag(
+            content, message_id, agent, reply_to, hist
+        )
+        hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
+        return tier, rule, confidence, scores, novelty, emergence_score, evidence
+
+    def _tag_python(
+        self, hist: ConversationHistory, content: str, message_id: str, agent: str, reply_to: str | None
+    ) -> tuple[Tier, str, float, SignalScores, int, int, dict[str, Any]]:
+        """:meth:`_tag` in Python: the reference the compiled core (``_core.pyx``) is tested against."""
         features = extract(content)
         hits = self._index.match(features)
         # term_novelty's figures, counted while the terms join the history's seen set (hist.add below is told
@@ -596,12 +679,5 @@ class RulesTagger:
         if features.truncated:
             evidence["scanned_chars"] = SCAN_CHARS
         hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
-        return (
-            tier,
-            rule,
-            confidence,
-            scores,
-            novelty,
-            emergence(scores.values()),
-            evidence,
-        )
+        values = cast(SignalScores, tuple(scores.values()))
+        return tier, rule, confidence, values, novelty, emergence(values), evidence

@@ -85,7 +85,7 @@ class TierModel:
     """
 
     __slots__ = (
-        "_bias", "_by_family", "_by_marker", "_by_token", "_rules", "_shape", "_vocab", "_votes",
+        "_bias", "_by_family", "_by_marker", "_by_token", "_rules", "_shape", "_votes",
         "bias", "version", "weights",
     )  # fmt: skip
 
@@ -99,15 +99,29 @@ class TierModel:
         self._bias = complex(bias[0] - bias[2], bias[1] - bias[2])
         as_complex = {k: complex(w[0] - w[2], w[1] - w[2]) for k, w in weights.items()}
         # keyed by the word, marker or family itself, so that no "w:" / "m:" / "fam:" string is built per use
-        self._by_token = {k[2:]: z for k, z in as_complex.items() if k.startswith("w:")}
+        # (a word that weighs nothing is left out: it would add nothing to the sum either way)
+        self._by_token = {k[2:]: z for k, z in as_complex.items() if k.startswith("w:") and z}
         # (feature name, weight): the pair decide() records as evidence, built once here instead of per use
         self._by_marker = {k[2:]: (k, z) for k, z in as_complex.items() if k.startswith("m:")}
         self._by_family = {k[4:]: (k, z) for k, z in as_complex.items() if k.startswith("fam:")}
-        self._vocab = frozenset(self._by_token)
         # the weights of the other features in tier_features' order (None: the model does not use it)
         self._votes = tuple((t, as_complex.get("vote:" + t)) for t in TIERS)
         self._rules = {t: ("rule:" + t, as_complex.get("rule:" + t)) for t in TIERS}
         self._shape = tuple(as_complex.get(k) for k in _SHAPE)
+
+    def tables(self) -> dict[str, Any]:
+        """The weights as the compiled core (``daemon/tagging/_core.pyx``) reads them: by family, by marker
+        and by word, then the vote, rule and shape weights (``None``: not used) and the bias, all as
+        (A - E) + (C - E)j."""
+        return {
+            "by_family": self._by_family,
+            "by_marker": self._by_marker,
+            "by_token": self._by_token,
+            "votes": tuple(w for _, w in self._votes),
+            "rules": tuple(self._rules[t][1] for t in TIERS),
+            "shape": self._shape,
+            "bias": self._bias,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TierModel:
@@ -140,8 +154,10 @@ class TierModel:
                 contribution = _log1p(len(markers)) * named[1]
                 z += contribution
                 used.append((named[0], contribution))
-        # a marker is one feature even when it belongs to two families (as in tier_features)
-        for marker in set(chain.from_iterable(hits.values())):
+        # a marker is one feature even when it belongs to two families (as in tier_features); they are added
+        # in the order of the evidence, not of a set, so that the float sum does not depend on the string
+        # hash seed (and the compiled core, daemon/tagging/_core.pyx, adds them in the same order)
+        for marker in dict.fromkeys(chain.from_iterable(hits.values())):
             named = by_marker(marker)
             if named is not None:
                 z += named[1]
@@ -163,8 +179,8 @@ class TierModel:
                 contribution = value * w
                 z += contribution
                 used.append((name, contribution))
-        by_token = self._by_token
-        words = sum(map(by_token.__getitem__, self._vocab.intersection(features.tokens)), 0j)
+        # each distinct word once, in the order of its first occurrence (see the markers above)
+        words = sum(filter(None, map(self._by_token.get, dict.fromkeys(features.tokens))), 0j)
         return self._decision(z + words, used, words)
 
     def decide_features(self, fv: Mapping[str, float]) -> ModelDecision:

@@ -1,0 +1,45 @@
+"""Types of the compiled tagger core (``_core.pyx``), for mypy."""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+FAMILY_SLOTS: tuple[str, ...]
+SHAPE_NAMES: tuple[str, ...]
+TIER_NAMES: tuple[str, ...]
+
+class Features:
+    tokens: list[str]
+    joined: str
+    terms: frozenset[str]
+    n_chars: int
+    n_digits: int
+    n_questions: int
+    table_rows: int
+    quoted: int
+    inline_code: int
+    list_items: int
+    code_share: float
+    truncated: bool
+
+class Core:
+    def __init__(
+        self,
+        *,
+        extract: Callable[[str], Any],
+        not_figure_search: Callable[[str], object],
+        not_figure: str,
+        stopwords: frozenset[str],
+        agent_names: frozenset[str],
+        scan_chars: int,
+        patterns: Sequence[tuple[tuple[str, ...], tuple[int, ...]]],
+        ranked: Sequence[tuple[str, str]],
+        flags: Sequence[int],
+        model_version: str | None,
+        tables: Mapping[str, Any] | None,
+    ) -> None: ...
+    def extract(self, content: str) -> Features: ...
+    def tag(
+        self, content: str, message_id: str, agent: str, reply_to: str | None, hist: Any
+    ) -> tuple[
+        Any, str, float, tuple[int, int, int, int, int, int], int, int, dict[str, Any], frozenset[str]
+    ]: ...

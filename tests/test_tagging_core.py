@@ -1,0 +1,153 @@
+"""The compiled tagger core (daemon/tagging/_core.pyx) gives exactly the tags of the Python steps.
+
+Both run the same pipeline; the Python one is the reference. They are compared row for row (every field,
+the evidence as JSON text) on every labelled message in its conversation, on the speed benchmark's
+messages, and on generated text made of the characters the hand-written parsing treats specially.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from daemon.tagging import RulesTagger
+from daemon.tagging.markers import DEFAULT_INDEX, LEXICONS
+from daemon.tagging.rules import MessageFields, build_core, core_available, core_choice
+from daemon.tagging.text import SCAN_CHARS, extract
+from daemon.tagging.tier_model import default_model
+from tests.helpers import labelled_lines, load_bench
+
+needs_core = pytest.mark.skipif(not core_available(), reason="the compiled core was not built")
+
+
+def test_the_core_is_built_where_it_is_required() -> None:
+    """CI sets ACED_REQUIRE_TAG_CORE=1: a core that silently failed to build must fail the run there."""
+    if os.environ.get("ACED_REQUIRE_TAG_CORE") == "1":
+        assert core_available(), "daemon/tagging/_core.pyx was not compiled by pip install"
+        assert RulesTagger().compiled
+    else:
+        assert RulesTagger().compiled == core_available()
+
+
+def test_the_core_choice_is_checked() -> None:
+    assert core_choice("python") == "python" and core_choice(" AUTO ") == "auto" and core_choice("") == "auto"
+    with pytest.raises(ValueError, match="ACED_TAG_CORE must be one of auto, compiled, python"):
+        core_choice("fast")
+    assert not RulesTagger(core="python").compiled
+    if not core_available():
+        with pytest.raises(ValueError, match="was not built"):
+            RulesTagger(core="compiled")
+
+
+def _rows_both_ways(rows: list[MessageFields], **kwargs: object) -> tuple[list, list]:
+    compiled = RulesTagger(core="compiled", **kwargs)  # type: ignore[arg-type]
+    python = RulesTagger(core="python", **kwargs)  # type: ignore[arg-type]
+    return compiled.tag_rows(rows), python.tag_rows(rows)
+
+
+def _assert_same(rows: list[MessageFields], **kwargs: object) -> None:
+    fast, slow = _rows_both_ways(rows, **kwargs)
+    assert len(fast) == len(slow) == len(rows)
+    for row, a, b in zip(rows, fast, slow, strict=True):
+        assert a == b, row[4][:300]
+
+
+def _labelled_rows() -> list[MessageFields]:
+    return [
+        (f"m{i}", line["agent"], line["conversation_id"], None, line["content"])
+        for i, line in enumerate(labelled_lines())
+    ]
+
+
+@needs_core
+def test_same_tags_on_every_labelled_message() -> None:
+    rows = _labelled_rows()
+    assert len(rows) > 1000
+    _assert_same(rows)
+
+
+@needs_core
+def test_same_tags_when_the_votes_decide_and_without_history() -> None:
+    rows = _labelled_rows()
+    _assert_same(rows, tier_model=None)
+    _assert_same(rows[:300], history=0)
+
+
+@needs_core
+def test_same_tags_on_the_benchmark_messages() -> None:
+    bench = load_bench("tagging_speed")
+    from daemon.tagging.rules import message_fields
+
+    _assert_same([message_fields(m) for m in bench.make_messages(3000, 7)])
+
+
+#: Pieces the hand-written parsing treats specially: fences, quotes, tables, list items, apostrophes,
+#: figures, question marks, tabs, carriage returns, non-ASCII letters and quotes.
+_PIECES = (
+    "```", "```python\nx = 1\n```", "`", "'", "''", "' ", " '", "\n", "\n\n", "\r\n", "\t", " ", "  ", ">",
+    "\n> quoted line", "\n  >", "|", "| a | b |", "\n| x |  \t", "\n|| ", "-", "\n- ", "\n* ", "\n -\titem",
+    "*", "\n1. ", "\n12) ", "\n123. ", "\n1.x", "\n7)", "1", "42", "3.5", "?", "?!", "_", "snake_case",
+    "don't", "'quoted'", "rock'n'roll", "é", "naïve", "’", "données", "中文", "Ünïcödé", "not 38",
+    "not the 4", "NOT 5", ".", ",", ";", "(", ")", "#", "Claude", "gemini's", "Gemini",
+)  # fmt: skip
+
+
+def _odd_texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = [m for markers in LEXICONS.values() for m in markers] + [
+        "the", "we", "should", "pipeline", "redis", "kafka", "tests", "latency", "p99", "3090",
+    ]  # fmt: skip
+    texts = [
+        "",
+        " ",
+        "```",
+        "``` unclosed fence with words in it",
+        "> only a quote",
+        "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |",
+        "x" * (SCAN_CHARS + 10),
+        ("We should use Redis. " * 2000),
+        "'" * 5,
+        "a''b",
+        "- one\n- two\n- three",
+        "1. one\n2) two\n10. ten",
+        "Décidé : on garde Redis.",
+        "我们应该使用 Redis 吗？",
+    ]
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 40)):
+            parts.append(rng.choice(_PIECES) if rng.random() < 0.5 else " " + rng.choice(words) + " ")
+        text = "".join(parts)
+        texts.append(text.upper() if rng.random() < 0.1 else text)
+    return texts
+
+
+def test_the_compiled_features_equal_extract() -> None:
+    if not core_available():
+        pytest.skip("the compiled core was not built")
+    core = build_core(DEFAULT_INDEX, default_model(), "compiled")
+    for text in _odd_texts(3000, 1):
+        fast, slow = core.extract(text), extract(text)
+        got = (
+            fast.tokens, fast.joined, fast.terms, fast.n_chars, fast.n_digits, fast.n_questions,
+            fast.code_share, fast.table_rows, fast.quoted, fast.inline_code, fast.list_items, fast.truncated,
+        )  # fmt: skip
+        assert got == tuple(slow), repr(text[:300])
+
+
+@needs_core
+def test_same_tags_on_odd_text() -> None:
+    texts = _odd_texts(3000, 2)
+    rng = random.Random(3)
+    rows: list[MessageFields] = [
+        (f"m{i}", rng.choice(("claude", "gemini", "Maya")), f"c{rng.randrange(40)}", None, text)
+        for i, text in enumerate(texts)
+    ]
+    # replies to earlier messages, so that "which message is corrected" takes every branch
+    rows = [
+        (mid, agent, conv, (f"m{rng.randrange(i)}" if i and rng.random() < 0.3 else None), text)
+        for i, (mid, agent, conv, _, text) in enumerate(rows)
+    ]
+    _assert_same(rows)
