@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         description="Child processes the rules tagger runs in (each owns a share of the conversations); "
         "more than one pays off only with a core free for each.",
     )
+    tag_core: Literal["auto", "compiled", "python"] = Field(
+        default="auto",
+        description="Which implementation runs the rules tagger's steps: the compiled core (built by pip "
+        "install), the Python steps, or auto (the core where it was built). The same tags either way.",
+    )
     tier_model: bool = Field(
         default=True,
         description="The linear tier model makes the final tier decision; False: the rules' hand-weighted "

@@ -44,16 +44,30 @@ class ServiceError(Exception):
 
 
 def build_tagger(settings: Settings) -> Tagger:
-    """The tagging step the settings ask for (rules by default; ``none`` records untagged)."""
+    """The tagging step the settings ask for (rules by default; ``none`` records untagged).
+
+    Raises :class:`ServiceError` (one readable line) when it cannot be built, e.g. ``tag_core`` is
+    ``compiled`` on an install whose compiled core was not built."""
+    try:
+        return _build_tagger(settings)
+    except ValueError as exc:
+        raise ServiceError(f"cannot build the tagger: {exc}") from None
+
+
+def _build_tagger(settings: Settings) -> Tagger:
     if settings.tagger == "none":
         return NoOpTagger()
     if not settings.tag_in_process:
         from daemon.tagging.worker import ProcessTagger
 
-        return ProcessTagger(settings.tag_history, settings.tier_model, settings.tag_processes)
+        return ProcessTagger(
+            settings.tag_history, settings.tier_model, settings.tag_processes, settings.tag_core
+        )
     from daemon.tagging import make_tagger
 
-    tagger: Tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model)
+    tagger: Tagger = make_tagger(
+        settings.tagger, settings.tag_history, settings.tier_model, settings.tag_core
+    )
     return tagger
 
 

@@ -143,6 +143,16 @@ def test_bad_batch_size_env(tmp_path: Path, command: list[str], value: str) -> N
     assert "batch_size" in line
 
 
+@pytest.mark.parametrize(
+    ("command", "stdin"),
+    [(["run"], None), (["tag"], '{"agent": "a", "conversation_id": "c", "content": "hi"}')],
+)
+def test_bad_tag_core_env(tmp_path: Path, command: list[str], stdin: str | None) -> None:
+    proc = aced(command, base_env(tmp_path, ACED_TAG_CORE="fast"), stdin=stdin)
+    line = one_line_error(proc)
+    assert "tag_core" in line.lower() and "compiled" in line
+
+
 def test_config_file_missing(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     proc = aced(["status"], base_env(tmp_path, ACED_CONFIG=str(missing)))

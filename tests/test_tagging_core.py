@@ -151,3 +151,37 @@ def test_same_tags_on_odd_text() -> None:
         for i, (mid, agent, conv, _, text) in enumerate(rows)
     ]
     _assert_same(rows)
+
+
+def test_the_core_rounds_as_python_does() -> None:
+    """Evidence figures are rounded to two decimals in C, except next to a half, where Python decides."""
+    if not core_available():
+        pytest.skip("the compiled core was not built")
+    from daemon.tagging import _core
+
+    rng = random.Random(4)
+    values = [0.0, -0.0, 0.005, 0.015, 0.125, 0.375, 2.675, 1.005, -0.125, -2.675, 1e-9, -1e-9, 123456.785]
+    values += [k / 8 for k in range(-100, 100)] + [k / 1000 for k in range(-3000, 3000)]
+    values += [rng.uniform(-20, 20) for _ in range(20_000)] + [float("inf"), float("-inf"), 1e300]
+    for x in values:
+        got, want = _core.round2(x), round(x, 2)
+        assert got == want and str(got) == str(want), x
+
+
+def test_without_a_built_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install whose core was not built: auto runs the Python steps, compiled refuses in one line."""
+    from daemon import service
+    from daemon.config import Settings
+    from daemon.tagging import rules
+    from daemon.tagging.worker import ProcessTagger
+
+    monkeypatch.setattr(rules, "_core", None)
+    assert not core_available() and not RulesTagger().compiled
+    with pytest.raises(ValueError, match="was not built"):
+        RulesTagger(core="compiled")
+    with pytest.raises(ValueError, match="was not built"):
+        ProcessTagger(core="compiled")
+    for in_process in (True, False):
+        settings = Settings(tag_core="compiled", tag_in_process=in_process)
+        with pytest.raises(service.ServiceError, match="cannot build the tagger"):
+            service.build_tagger(settings)

@@ -35,7 +35,7 @@ def _tagger(settings: Any) -> Any:
         return None
     from daemon.tagging import make_tagger
 
-    return make_tagger(settings.tagger, settings.tag_history, settings.tier_model)
+    return make_tagger(settings.tagger, settings.tag_history, settings.tier_model, settings.tag_core)
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         raise CliError("--since must be before --until")
     settings = settings_from(args)
-    tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model)
+    tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model, settings.tag_core)
     if isinstance(tagger, NoOpTagger):
         raise CliError("the configured tagger is 'none': there is nothing to re-tag with")
     try:

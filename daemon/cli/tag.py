@@ -66,9 +66,17 @@ def _fields(line: bytes) -> tuple[str, str, str, str | None, str | None]:
     return out[0], out[1], out[2], optional[0], optional[1]
 
 
-def tag_stream(source: BinaryIO, sink: BinaryIO, history: int = 20, evidence: bool = True) -> int:
-    """Tag every line of ``source`` into ``sink``; return how many lines were malformed."""
-    tagger = RulesTagger(history=history)
+def tag_stream(
+    source: BinaryIO,
+    sink: BinaryIO,
+    history: int = 20,
+    evidence: bool = True,
+    tagger: RulesTagger | None = None,
+) -> int:
+    """Tag every line of ``source`` into ``sink`` (with ``tagger``, else a new ``RulesTagger`` remembering
+    ``history`` messages per conversation); return how many lines were malformed."""
+    if tagger is None:
+        tagger = RulesTagger(history=history)
     errors = 0
     for number, raw in enumerate(source, start=1):
         line = raw.strip()
@@ -98,7 +106,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.history < 0:
         raise CliError("--history must be >= 0")
-    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, args.history, not args.no_evidence)
+    try:
+        tagger = RulesTagger(history=args.history)  # reads ACED_TAG_CORE
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, evidence=not args.no_evidence, tagger=tagger)
     if errors:
         print(f"aced tag: {errors} malformed line(s), see the error objects in the output", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ through a ``complete`` callable, or a local classifier) are slower and run off t
 from __future__ import annotations
 
 from daemon.tagging.base import NoOpTagger, Tagger
-from daemon.tagging.rules import RULES_VERSION, RulesTagger, aggregate_emergence, emergence
+from daemon.tagging.rules import RULES_VERSION, CoreChoice, RulesTagger, aggregate_emergence, emergence
 
 __all__ = [
     "RULES_VERSION",
@@ -26,18 +26,19 @@ class UnknownTaggerError(ValueError):
     """``make_tagger`` was asked for a tagger that does not exist."""
 
 
-def make_tagger(name: str, history: int, tier_model: bool = True) -> Tagger:
+def make_tagger(name: str, history: int, tier_model: bool = True, core: CoreChoice = "auto") -> Tagger:
     """Build the ingest-path tagger.
 
     ``name``: ``"rules"`` (the deterministic rules tagger) or ``"none"`` (records stored without tags).
     ``history``: how many earlier messages per conversation the tagger remembers (``Settings.tag_history``);
-    ``tier_model``: the linear tier model decides the tier (``Settings.tier_model``).
+    ``tier_model``: the linear tier model decides the tier (``Settings.tier_model``); ``core``: which
+    implementation runs the rules' steps (``Settings.tag_core``).
     Raises :class:`UnknownTaggerError` for any other name.
     """
     if history < 0:
         raise ValueError("history must be >= 0")
     if name == "rules":
-        return RulesTagger(history=history, tier_model="default" if tier_model else None)
+        return RulesTagger(history=history, tier_model="default" if tier_model else None, core=core)
     if name == "none":
         return NoOpTagger()
     raise UnknownTaggerError(f"unknown tagger {name!r}: expected 'rules' or 'none'")

@@ -1,6 +1,6 @@
 """Types of the compiled tagger core (``_core.pyx``), for mypy."""
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 FAMILY_SLOTS: tuple[str, ...]
@@ -38,6 +38,14 @@ class Core:
         tables: Mapping[str, Any] | None,
     ) -> None: ...
     def extract(self, content: str) -> Features: ...
+    def tag_rows(
+        self,
+        rows: Iterable[tuple[str, str, str, str | None, str]],
+        cache: Any,
+        version: str,
+        dumps: Callable[[Any], bytes],
+        past_message: type,
+    ) -> list[Any]: ...
     def tag(
         self, content: str, message_id: str, agent: str, reply_to: str | None, hist: Any
     ) -> tuple[

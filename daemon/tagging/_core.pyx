@@ -20,7 +20,7 @@ modules when the core is built; the arithmetic of the steps is written out here 
 order, so that every float is the same.
 """
 
-from libc.math cimport exp, log1p, rint
+from libc.math cimport exp, floor, log1p, rint
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.ref cimport PyObject
@@ -37,6 +37,8 @@ cdef enum:
 
 cdef enum:
     N_FAM_IDS = 22
+    _NOT_ID = 0  # the vocabulary ids of "not" and "or", the first two words it is given
+    _OR_ID = 1
 
 # the families the steps read, in this order (Core.__init__ maps them to family indexes)
 FAMILY_SLOTS = (
@@ -101,12 +103,23 @@ cdef inline int _clamp(double value) noexcept nogil:
 
 cdef inline Py_ssize_t _find3(const char *s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
     """Index of the first "```" at or after ``start``, or -1."""
+    cdef const char *p
     cdef Py_ssize_t i = start
     while i + 2 < n:
-        if s[i] == b'`' and s[i + 1] == b'`' and s[i + 2] == b'`':
+        p = <const char*>memchr(s + i, b'`', n - 2 - i)
+        if p == NULL:
+            return -1
+        i = p - s
+        if s[i + 1] == b'`' and s[i + 2] == b'`':
             return i
         i += 1
     return -1
+
+
+cdef inline Py_ssize_t _line_end(const char *s, Py_ssize_t start, Py_ssize_t m) noexcept nogil:
+    """Index of the first line break at or after ``start``, or ``m``."""
+    cdef const char *p = <const char*>memchr(s + start, b'\n', m - start) if start < m else NULL
+    return m if p == NULL else p - s
 
 
 cdef class Features:
@@ -117,6 +130,7 @@ cdef class Features:
     cdef public Py_ssize_t n_chars, n_digits, n_questions, table_rows, quoted, inline_code, list_items
     cdef public double code_share
     cdef public bint truncated
+    cdef public bint has_not, has_or  # the words "not" and "or": " not " / " or " in joined
 
 
 cdef class Core:
@@ -320,7 +334,7 @@ cdef class Core:
         # -- the vocabulary: stopwords, the markers' words, the model's words
         by_token = tables["by_token"] if tables is not None else {}
         vocab = {}
-        for word in list(stopwords) + [w for words, _ in patterns for w in words] + list(by_token):
+        for word in ["not", "or"] + list(stopwords) + [w for words, _ in patterns for w in words] + list(by_token):
             if word not in vocab:
                 vocab[word] = len(vocab)
         self._vocab = vocab
@@ -521,6 +535,8 @@ cdef class Core:
             vocab = self._vocab
             for i in range(len(feats.tokens)):
                 self.tok_ids[i] = vocab.get(feats.tokens[i], -1)
+                feats.has_not |= self.tok_ids[i] == _NOT_ID
+                feats.has_or |= self.tok_ids[i] == _OR_ID
         return feats
 
     cdef Features _extract_ascii(self, str content):
@@ -538,7 +554,7 @@ cdef class Core:
             raise MemoryError()
         cdef Py_ssize_t r, w, idx, end, code_chars = 0, quoted = 0, table_rows = 0, list_items = 0
         cdef Py_ssize_t line_end, p, q, m, backticks = 0, digits = 0, questions = 0, start, jn, ntok = 0
-        cdef bint has_newline, has_pipe
+        cdef bint has_newline, has_pipe, has_not = False, has_or = False
         cdef unsigned char c
         cdef Features feats
         cdef dict vocab = self._vocab
@@ -571,9 +587,7 @@ cdef class Core:
                 r = 0
                 w = 0
                 while True:
-                    line_end = r
-                    while line_end < m and s[line_end] != b'\n':
-                        line_end += 1
+                    line_end = _line_end(s, r, m)
                     p = r
                     while p < line_end and _blank(s[p]):
                         p += 1
@@ -598,9 +612,7 @@ cdef class Core:
             if has_newline or has_pipe:
                 r = 0
                 while r <= m:
-                    line_end = r
-                    while line_end < m and s[line_end] != b'\n':
-                        line_end += 1
+                    line_end = _line_end(s, r, m)
                     p = r
                     while p < line_end and _blank(s[p]):
                         p += 1
@@ -668,6 +680,9 @@ cdef class Core:
                 jn += 1
                 tokens.append(token)
                 self.tok_ids[ntok] = tid
+                if tid <= _OR_ID and tid >= 0:
+                    has_not |= tid == _NOT_ID
+                    has_or |= tid == _OR_ID
                 ntok += 1
                 if tid < 0 or not self.v_stop[tid]:
                     terms.append(token)
@@ -684,6 +699,8 @@ cdef class Core:
             feats.inline_code = backticks // 2
             feats.list_items = list_items
             feats.truncated = len(content) > self._scan_chars
+            feats.has_not = has_not
+            feats.has_or = has_or
             return feats
         finally:
             PyMem_Free(s)
@@ -691,7 +708,27 @@ cdef class Core:
 
     # ------------------------------------------------------------------ the whole pipeline
 
-    def tag(self, str content, str message_id, str agent, reply_to, hist):
+    def tag_rows(self, rows, cache, str version, dumps, past_message):
+        """``RulesTagger.tag_rows`` on this core: (message_id, agent, conversation_id, reply_to, content) rows
+        in, the store's tag rows out (or the error's text for a message that could not be tagged), each
+        message remembered in its conversation (``cache``: the tagger's ``HistoryCache``) as a
+        ``past_message``."""
+        cdef list out = []
+        cdef tuple res, scores
+        new_tuple = tuple.__new__
+        for message_id, agent, conversation_id, reply_to, content in rows:
+            try:
+                hist = cache.get(conversation_id)
+                res = self.tag(content, message_id, agent, reply_to, hist)
+                hist.add(new_tuple(past_message, (message_id, agent, res[7])), True)
+                scores = <tuple>res[3]
+                out.append((version, res[0], res[1], res[2], res[4], res[5], scores[0], scores[1], scores[2],
+                            scores[3], scores[4], scores[5], dumps(res[6]).decode()))
+            except Exception as exc:  # one odd message must not cost the batch its tags
+                out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
+    cpdef tuple tag(self, str content, str message_id, str agent, reply_to, hist):
         """``RulesTagger._tag_python`` up to remembering the message: (tier, rule, confidence, the six scores,
         novelty, emergence, evidence, the message's content terms). ``hist``: its conversation's
         ``ConversationHistory``, whose seen terms this updates."""
@@ -742,7 +779,7 @@ cdef class Core:
                     flag_approved += (t & F_APPROVED) != 0
                     flag_strong += (t & F_STRONG) != 0
                     flag_explicit += (t & F_EXPLICIT) != 0
-            if " not " in joined and self._not_figure_search(joined) is not None:
+            if feats.has_not and self._not_figure_search(joined) is not None:
                 not_figure = True
                 f = slot[S_FLAW]
                 if counts[f] == 0:
@@ -769,7 +806,6 @@ cdef class Core:
     cdef tuple _after_markers(self, Features feats, dict hits, int nfam, bint not_figure, int flag_asking,
                               int flag_proposing, int flag_approved, int flag_strong, int flag_explicit,
                               str message_id, str agent, reply_to, hist):
-        rnd = self._round
         # -- term novelty (ConversationHistory.unseen_then_seen)
         cdef frozenset terms = feats.terms
         cdef Py_ssize_t n_terms = len(terms), unseen = 0, before
@@ -798,7 +834,7 @@ cdef class Core:
         cdef double code_share = feats.code_share
         if code_share >= 0.4:
             tier, rule, tier_i, conf = "E", "E.code_block", 2, 0.95
-            votes = {"code_share": rnd(code_share, 2)}
+            votes = {"code_share": _round2(code_share)}
         elif feats.table_rows >= 3:
             tier, rule, tier_i, conf = "E", "E.table", 2, 0.9
             votes = {"table_rows": feats.table_rows}
@@ -808,7 +844,7 @@ cdef class Core:
             ratify = self._count(S_RATIFY)
             ratify_weight = 2.0 if (system == 0 and not choice and ratify and flag_approved == ratify) else 4.0
             asking = feats.n_questions > 0 and (
-                flag_asking > 0 or (" or " in feats.joined and (" do we " in feats.joined
+                flag_asking > 0 or (feats.has_or and (" do we " in feats.joined
                                                                 or " should we " in feats.joined))
             )
             if asking and not choice:
@@ -851,8 +887,8 @@ cdef class Core:
             hi, mid, lo = _top3(a_vote, c_vote, e_vote)
             margin = hi - mid
             conf = 0.4 if hi == 0 else min(0.95, 0.5 + 0.08 * margin)
-            votes = {"A": rnd(a_vote, 2), "C": rnd(c_vote, 2), "E": rnd(e_vote, 2)}
-        confidence = rnd(conf, 2)
+            votes = {"A": _round2(a_vote), "C": _round2(c_vote), "E": _round2(e_vote)}
+        confidence = _round2(conf)
 
         # -- the tier model
         model_evidence = None
@@ -861,7 +897,7 @@ cdef class Core:
             if model_tier != tier:
                 model_evidence["rules_said"] = [tier, rule]
                 tier, rule = model_tier, "tier_model." + model_tier
-            confidence = rnd(model_confidence, 2)
+            confidence = _round2(model_confidence)
 
         # -- the six signals
         cdef int s_nov, s_sol = 0, s_ass = 0, s_err = 0, s_cross = 0, s_spec = 0, angle = 0, n, strong, weak
@@ -1060,14 +1096,13 @@ cdef class Core:
                 top_name[y] = self.used_name[x]
                 if n_top < 3:
                     n_top += 1
-        rnd = self._round
         pushes = []
         for y in range(n_top):
             if top_p[y] > 0:
-                pushes.append([<object>top_name[y], rnd(top_p[y], 2)])
+                pushes.append([<object>top_name[y], _round2(top_p[y])])
         evidence = {
             "model": self.model_version,
-            "scores_vs_E": {"A": rnd(ar, 2), "C": rnd(ai, 2)},
+            "scores_vs_E": {"A": _round2(ar), "C": _round2(ai)},
             "top": pushes,
         }
         return (TIER_NAMES[best], 1.0 / total, evidence)
@@ -1104,25 +1139,63 @@ cdef inline (double, double, double) _top3(double a, double b, double c) noexcep
     return a, b, c
 
 
-def _corrected_message(history, frozenset terms, str agent, reply_to, bint self_correction):
-    """``rules._corrected_message``: the earlier message a correction corrects."""
-    if not history:
+cdef object _corrected_message(object history, frozenset terms, str agent, object reply_to,
+                               bint self_correction):
+    """``rules._corrected_message``: the earlier message a correction corrects (``history``: the
+    conversation's ``PastMessage`` tuples, (message_id, agent, terms), oldest first)."""
+    cdef list items = list(history)
+    cdef Py_ssize_t n_hist = len(items), i, n, best_n = -1
+    cdef tuple past, best = None
+    if n_hist == 0:
         return None
     if self_correction:
-        for past in reversed(history):
-            if past.agent == agent:
-                return past.message_id
-    if reply_to and any(p.message_id == reply_to for p in history):
-        return reply_to
-    if len(history) == 1:
-        return history[0].message_id
-    best = None
-    cdef Py_ssize_t best_n = -1, n, k = 0
-    for past in reversed(history):
-        if k == 6:
-            break
-        k += 1
-        n = len(past.terms & terms)
+        for i in range(n_hist - 1, -1, -1):
+            past = <tuple>items[i]
+            if past[1] == agent:
+                return past[0]
+    if reply_to:
+        for i in range(n_hist):
+            if (<tuple>items[i])[0] == reply_to:
+                return reply_to
+    if n_hist == 1:
+        return (<tuple>items[0])[0]
+    # the last 6, newest first: on a tie the newest wins
+    for i in range(n_hist - 1, max(-1, n_hist - 7), -1):
+        past = <tuple>items[i]
+        n = _overlap(<frozenset>past[2], terms)
         if n > best_n:
             best, best_n = past, n
-    return best.message_id
+    return best[0]
+
+
+cdef Py_ssize_t _overlap(frozenset a, frozenset b) except -1:
+    """``len(a & b)`` without building the intersection."""
+    cdef Py_ssize_t n = 0
+    if len(a) > len(b):
+        a, b = b, a
+    for x in a:
+        if x in b:
+            n += 1
+    return n
+
+
+cdef object _round2(double x):
+    """``round(x, 2)``: the multiple of 0.01 nearest to x, as the double nearest to it.
+
+    ``x * 100`` is within a few ulps of its exact value, so unless it lies next to a half (where only the
+    exact value can say which way to go) its nearest integer is that of the exact value, and dividing by
+    100 is one correctly rounded operation, as Python's string round trip is. Near a half, or for large or
+    non-finite values, Python's ``round`` decides.
+    """
+    cdef double y = x * 100.0
+    cdef double d
+    if -1e6 < y < 1e6:
+        d = y - floor(y)
+        if not (0.4999999 < d < 0.5000001):
+            return rint(y) / 100.0
+    return round(x, 2)
+
+
+def round2(double x):
+    """:func:`_round2`, for the tests."""
+    return _round2(x)

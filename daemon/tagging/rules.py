@@ -77,6 +77,8 @@ class SignalScore(NamedTuple):
     evidence: dict[str, Any]
 
 
+_new_tuple = tuple.__new__
+
 #: Shared, never mutated: most signals have nothing to add to their markers.
 _NO_EXTRA: dict[str, Any] = {}
 
@@ -596,6 +598,10 @@ class RulesTagger:
         if paused:
             gc.disable()
         try:
+            if self._core is not None:  # the same loop, compiled
+                return cast(
+                    list[TagRow | str], self._core.tag_rows(rows, self._cache, version, dumps, PastMessage)
+                )
             for message_id, agent, conversation_id, reply_to, content in rows:
                 try:
                     tier, rule, confidence, scores, novelty, emergence_score, evidence = tag(
@@ -628,7 +634,8 @@ class RulesTagger:
         tier, rule, confidence, scores, novelty, emergence_score, evidence, terms = core.tag(
             content, message_id, agent, reply_to, hist
         )
-        hist.add(PastMessage(message_id, agent, terms), terms_seen=True)
+        # tuple.__new__: the PastMessage without the Python-level __new__ a NamedTuple call goes through
+        hist.add(_new_tuple(PastMessage, (message_id, agent, terms)), terms_seen=True)
         return tier, rule, confidence, scores, novelty, emergence_score, evidence
 
     def _tag_python(

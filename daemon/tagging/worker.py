@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from daemon.store.base import TagRow, tags_from_row
-from daemon.tagging.rules import MessageFields, message_fields
+from daemon.tagging.rules import CoreChoice, MessageFields, message_fields
 from schemas import AgentMessage, Tags
 
 log = structlog.get_logger()
@@ -33,11 +33,11 @@ log = structlog.get_logger()
 _CHILD_TAGGER: Any = None
 
 
-def _init_child(history: int, tier_model: bool = True) -> None:
+def _init_child(history: int, tier_model: bool = True, core: CoreChoice = "auto") -> None:
     global _CHILD_TAGGER
     from daemon.tagging.rules import RulesTagger
 
-    _CHILD_TAGGER = RulesTagger(history=history, tier_model="default" if tier_model else None)
+    _CHILD_TAGGER = RulesTagger(history=history, tier_model="default" if tier_model else None, core=core)
     # The child's heap is mostly the conversations' history (long-lived, acyclic): the default gen-0
     # threshold re-scanned it again and again while tagging. Same settings as the daemon process.
     gc.collect()
@@ -71,14 +71,20 @@ class _Shard:
 class ProcessTagger:
     """The rules tagger in child processes (``spawn``: safe beside threads and an event loop)."""
 
-    def __init__(self, history: int = 20, tier_model: bool = True, processes: int = 1) -> None:
+    def __init__(
+        self, history: int = 20, tier_model: bool = True, processes: int = 1, core: CoreChoice = "auto"
+    ) -> None:
         """``history``: earlier messages a child remembers per conversation; ``tier_model``: the linear
         tier model decides the tier (else the rules' votes); ``processes``: child processes, the
-        conversations divided between them."""
-        from daemon.tagging.rules import RULES_VERSION
+        conversations divided between them; ``core``: which implementation of the rules' steps the children
+        run (checked here, so that a core that was not built fails the start, not every batch)."""
+        from daemon.tagging.rules import RULES_VERSION, core_available
 
         if processes < 1:
             raise ValueError("a process tagger needs at least one process")
+        if core == "compiled" and not core_available():
+            raise ValueError("tag_core is 'compiled', but the compiled tagger core was not built")
+        self._core = core
         self.version = RULES_VERSION if tier_model else RULES_VERSION + "-votes"
         self._history = history
         self._tier_model = tier_model
@@ -96,7 +102,7 @@ class ProcessTagger:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_child,
-                initargs=(self._history, self._tier_model),
+                initargs=(self._history, self._tier_model, self._core),
             )
         return state.pool
 
