@@ -4,8 +4,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 FAMILY_SLOTS: tuple[str, ...]
+FLAG_ASKING: int
+FLAG_PROPOSING: int
+FLAG_APPROVED: int
+FLAG_STRONG: int
+FLAG_EXPLICIT: int
 SHAPE_NAMES: tuple[str, ...]
 TIER_NAMES: tuple[str, ...]
+
+def round2(x: float) -> float: ...
 
 class Features:
     tokens: list[str]

@@ -35,6 +35,11 @@ cdef enum:
     F_STRONG = 8       # error_correction.flaw marker in rules._STRONG_CORRECTION
     F_EXPLICIT = 16    # cross_domain_synthesis.bridge marker in rules._EXPLICIT_BRIDGES
 
+# the same flags, for rules.build_core
+FLAG_ASKING, FLAG_PROPOSING, FLAG_APPROVED, FLAG_STRONG, FLAG_EXPLICIT = (
+    F_ASKING, F_PROPOSING, F_APPROVED, F_STRONG, F_EXPLICIT
+)
+
 cdef enum:
     N_FAM_IDS = 22
     _NOT_ID = 0  # the vocabulary ids of "not" and "or", the first two words it is given

@@ -3,8 +3,9 @@
     extract (text.py) -> match markers (markers.py) -> term novelty -> tier -> six signals -> emergence
 
 Every step returns its result *and* the evidence for it, which ends up in ``Tags.tier_rule`` and
-``Tags.evidence`` so that a person can see why a message got its tags. The definitions the rules implement
-are in ``docs/ace_tiers.md`` and ``docs/emergence_signals.md``.
+``Tags.evidence`` so that a person can see why a message got its tags. The same steps are compiled in
+``_core.pyx`` (see :func:`build_core`); this module is their reference and the fallback without it. The
+definitions the rules implement are in ``docs/ace_tiers.md`` and ``docs/emergence_signals.md``.
 """
 
 from __future__ import annotations
@@ -430,17 +431,20 @@ def build_core(index: MarkerIndex, tier_model: TierModel | None, choice: CoreCho
             "ACED_TAG_CORE=compiled, but the compiled tagger core was not built "
             "(reinstall with a C compiler and the Python headers: pip install -e .)"
         )
+    # what the steps ask of a marker's text, asked once here: the core reads one flag per marker
     flags = []
     for family, marker in index.ranked:
         flag = 0
         if family == "A.choice":
-            flag |= (1 if marker in _ASKING_CHOICE else 0) | (2 if marker in _PROPOSING else 0)
-        elif family == "A.ratify" and marker == "approved":
-            flag |= 4
+            flag |= (_core.FLAG_ASKING if marker in _ASKING_CHOICE else 0) | (
+                _core.FLAG_PROPOSING if marker in _PROPOSING else 0
+            )
+        elif family == "A.ratify" and marker == "approved":  # see _only_approvals
+            flag |= _core.FLAG_APPROVED
         elif family == "error_correction.flaw" and marker in _STRONG_CORRECTION:
-            flag |= 8
+            flag |= _core.FLAG_STRONG
         elif family == "cross_domain_synthesis.bridge" and marker in _EXPLICIT_BRIDGES:
-            flag |= 16
+            flag |= _core.FLAG_EXPLICIT
         flags.append(flag)
     if NOT_FIGURE not in _STRONG_CORRECTION:  # pragma: no cover - the core counts it as strong
         raise RuntimeError("the compiled core assumes a corrected figure is a strong correction")
