@@ -35,6 +35,17 @@ cdef enum:
     F_STRONG = 8       # error_correction.flaw marker in rules._STRONG_CORRECTION
     F_EXPLICIT = 16    # cross_domain_synthesis.bridge marker in rules._EXPLICIT_BRIDGES
 
+# the characters of a name that is one token on its own, as the tokeniser cuts them
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+# one slot of the vocabulary's byte table: a word's hash, id and length, and its bytes when they fit (a
+# lookup then reads one slot; longer words are compared in the pool)
+cdef struct VSlot:
+    unsigned long long hash
+    int tid
+    int length
+    char inline[16]
+
 # the same flags, for rules.build_core
 FLAG_ASKING, FLAG_PROPOSING, FLAG_APPROVED, FLAG_STRONG, FLAG_EXPLICIT = (
     F_ASKING, F_PROPOSING, F_APPROVED, F_STRONG, F_EXPLICIT
@@ -135,6 +146,7 @@ cdef class Features:
     cdef public Py_ssize_t n_chars, n_digits, n_questions, table_rows, quoted, inline_code, list_items
     cdef public double code_share
     cdef public bint truncated
+    cdef public Py_ssize_t ntok
     cdef public bint has_not, has_or  # the words "not" and "or": " not " / " or " in joined
 
 
@@ -149,13 +161,12 @@ cdef class Core:
     cdef dict _vocab
     cdef int n_vocab
     cdef list _vocab_words  # by id: the word itself, handed out for every token that is one
+    cdef dict _name_ids  # agent name that is one plain word -> (its id, the id of "<name>'s")
     # the ASCII words of the vocabulary in an open-addressing table over their bytes, so that a token is
     # looked up before a str is made of it (and most tokens then reuse the vocabulary's str, hash included)
     cdef char *vt_pool
     cdef Py_ssize_t *vt_off
-    cdef Py_ssize_t *vt_len
-    cdef int *vt_ids
-    cdef unsigned long long *vt_hash
+    cdef VSlot *vt
     cdef int vt_bits
     cdef unsigned char *v_stop
     cdef int *v_root
@@ -215,9 +226,7 @@ cdef class Core:
     def __cinit__(self):
         self.vt_pool = NULL
         self.vt_off = NULL
-        self.vt_len = NULL
-        self.vt_ids = NULL
-        self.vt_hash = NULL
+        self.vt = NULL
         self.v_stop = NULL
         self.v_root = NULL
         self.v_has_w = NULL
@@ -251,9 +260,7 @@ cdef class Core:
     def __dealloc__(self):
         PyMem_Free(self.vt_pool)
         PyMem_Free(self.vt_off)
-        PyMem_Free(self.vt_len)
-        PyMem_Free(self.vt_ids)
-        PyMem_Free(self.vt_hash)
+        PyMem_Free(self.vt)
         PyMem_Free(self.v_stop)
         PyMem_Free(self.v_root)
         PyMem_Free(self.v_has_w)
@@ -339,9 +346,12 @@ cdef class Core:
         # -- the vocabulary: stopwords, the markers' words, the model's words
         by_token = tables["by_token"] if tables is not None else {}
         vocab = {}
-        for word in ["not", "or"] + list(stopwords) + [w for words, _ in patterns for w in words] + list(by_token):
+        plain_names = [n for n in self._agent_names if n and all(c in _PLAIN for c in n)]
+        for word in (["not", "or"] + list(stopwords) + [w for words, _ in patterns for w in words]
+                     + list(by_token) + plain_names + [n + "'s" for n in plain_names]):
             if word not in vocab:
                 vocab[word] = len(vocab)
+        self._name_ids = {n: (vocab[n], vocab[n + "'s"]) for n in plain_names}
         self._vocab = vocab
         self.n_vocab = len(vocab)
         self._vocab_words = list(vocab)
@@ -452,42 +462,46 @@ cdef class Core:
                 size += len(data)
         self.vt_pool = <char*>_alloc(size)
         self.vt_off = <Py_ssize_t*>_alloc(self.n_vocab * sizeof(Py_ssize_t))
-        self.vt_len = <Py_ssize_t*>_alloc(self.n_vocab * sizeof(Py_ssize_t))
         self.vt_bits = 4
         while (1 << self.vt_bits) < 2 * n_ascii + 2:
             self.vt_bits += 1
         mask = (1 << self.vt_bits) - 1
-        self.vt_ids = <int*>_alloc((1 << self.vt_bits) * sizeof(int))
-        self.vt_hash = <unsigned long long*>_alloc((1 << self.vt_bits) * sizeof(unsigned long long))
+        self.vt = <VSlot*>_alloc((1 << self.vt_bits) * sizeof(VSlot))
         for i in range(1 << self.vt_bits):
-            self.vt_ids[i] = -1
+            self.vt[i].tid = -1
         for tid in range(self.n_vocab):
             data = encoded[tid]
             if data is None:
                 continue
             memcpy(self.vt_pool + off, <const char*>data, len(data))
             self.vt_off[tid] = off
-            self.vt_len[tid] = len(data)
             off += len(data)
             h = _fnv1a(<const char*>data, len(data))
             i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - self.vt_bits))
-            while self.vt_ids[i] >= 0:
+            while self.vt[i].tid >= 0:
                 i = (i + 1) & mask
-            self.vt_ids[i] = tid
-            self.vt_hash[i] = h
+            self.vt[i].tid = tid
+            self.vt[i].hash = h
+            self.vt[i].length = len(data)
+            if len(data) <= 16:
+                memcpy(self.vt[i].inline, <const char*>data, len(data))
 
     cdef inline int _word_id(self, const char *p, Py_ssize_t n) noexcept nogil:
         """The vocabulary id of the ASCII word ``p[:n]``, or -1."""
         cdef unsigned long long h = _fnv1a(p, n)
         cdef Py_ssize_t mask = (1 << self.vt_bits) - 1
         cdef Py_ssize_t i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - self.vt_bits))
-        cdef int tid
+        cdef VSlot *slot
         while True:
-            tid = self.vt_ids[i]
-            if tid < 0:
+            slot = &self.vt[i]
+            if slot.tid < 0:
                 return -1
-            if self.vt_hash[i] == h and self.vt_len[tid] == n and memcmp(self.vt_pool + self.vt_off[tid], p, n) == 0:
-                return tid
+            if slot.hash == h and slot.length == n:
+                if n <= 16:
+                    if memcmp(slot.inline, p, n) == 0:
+                        return slot.tid
+                elif memcmp(self.vt_pool + self.vt_off[slot.tid], p, n) == 0:
+                    return slot.tid
             i = (i + 1) & mask
 
     cdef inline Py_ssize_t _slot_of(self, int node, int tid) noexcept nogil:
@@ -517,9 +531,14 @@ cdef class Core:
 
     # ------------------------------------------------------------------ step 1: features
 
-    cpdef Features extract(self, str content):
+    def extract(self, str content):
         """``text.extract(content)`` (and the vocabulary id of each token, kept for the later steps)."""
-        cdef Features feats = self._extract_ascii(content)
+        return self._features(content, False)
+
+    cdef Features _features(self, str content, bint lean):
+        """The features of ``content``; ``lean``: without the list of tokens (``tokens`` is None), which the
+        later steps do not read (they read ``ntok`` and the tokens' vocabulary ids)."""
+        cdef Features feats = self._extract_ascii(content, lean)
         cdef Py_ssize_t i
         cdef dict vocab
         if feats is None:
@@ -538,13 +557,14 @@ cdef class Core:
             feats.list_items = py.list_items
             feats.truncated = py.truncated
             vocab = self._vocab
-            for i in range(len(feats.tokens)):
+            feats.ntok = len(feats.tokens)
+            for i in range(feats.ntok):
                 self.tok_ids[i] = vocab.get(feats.tokens[i], -1)
                 feats.has_not |= self.tok_ids[i] == _NOT_ID
                 feats.has_or |= self.tok_ids[i] == _OR_ID
         return feats
 
-    cdef Features _extract_ascii(self, str content):
+    cdef Features _extract_ascii(self, str content, bint lean):
         """The features of ASCII content (the vocabulary ids of its tokens in ``tok_ids``), or None where the
         Python path must decide (non-ASCII text)."""
         cdef str text = content if len(content) <= self._scan_chars else content[:self._scan_chars]
@@ -675,24 +695,33 @@ cdef class Core:
                         continue
                     break
                 tid = self._word_id(s + start, r - start)
-                if tid >= 0:
-                    token = <str>self._vocab_words[tid]
-                else:
-                    token = PyUnicode_DecodeASCII(s + start, r - start, NULL)
                 memcpy(joined + jn, s + start, r - start)
                 jn += r - start
                 joined[jn] = b' '
                 jn += 1
-                tokens.append(token)
                 self.tok_ids[ntok] = tid
-                if tid <= _OR_ID and tid >= 0:
+                ntok += 1
+                if tid < 0:
+                    token = PyUnicode_DecodeASCII(s + start, r - start, NULL)
+                    terms.append(token)
+                    if not lean:
+                        tokens.append(token)
+                    continue
+                if tid <= _OR_ID:
                     has_not |= tid == _NOT_ID
                     has_or |= tid == _OR_ID
-                ntok += 1
-                if tid < 0 or not self.v_stop[tid]:
-                    terms.append(token)
+                if self.v_stop[tid]:
+                    # a stopword: only the token list holds it (the lean features leave its str alone)
+                    if not lean:
+                        tokens.append(self._vocab_words[tid])
+                    continue
+                token = <str>self._vocab_words[tid]
+                terms.append(token)
+                if not lean:
+                    tokens.append(token)
             feats = Features()
-            feats.tokens = tokens
+            feats.tokens = None if lean else tokens
+            feats.ntok = ntok
             feats.joined = PyUnicode_DecodeASCII(joined, jn, NULL) if ntok else "  "
             feats.terms = frozenset(terms)
             feats.n_chars = len(content)
@@ -737,8 +766,8 @@ cdef class Core:
         """``RulesTagger._tag_python`` up to remembering the message: (tier, rule, confidence, the six scores,
         novelty, emergence, evidence, the message's content terms). ``hist``: its conversation's
         ``ConversationHistory``, whose seen terms this updates."""
-        cdef Features feats = self.extract(content)
-        cdef Py_ssize_t ntok = len(feats.tokens), i, j
+        cdef Features feats = self._features(content, True)
+        cdef Py_ssize_t ntok = feats.ntok, i, j
         cdef int nf = 0, r, f, nfam = 0, t, x, node, k
         cdef int flag_asking = 0, flag_proposing = 0, flag_approved = 0, flag_strong = 0, flag_explicit = 0
         cdef int *counts = self.counts
@@ -803,6 +832,28 @@ cdef class Core:
                 self.rank_seen[self.found[x]] = 0
             memset(counts, 0, self.n_families * sizeof(int))
             self.n_found = 0
+
+    cdef list _names_in(self, Features feats, senders):
+        """``sorted({n for n in agent_names | senders if f" {n} " in joined or f" {n}'s " in joined})``: a
+        name that is one plain word is looked up among the tokens' ids ("claude" and "claude's" are
+        tokens), any other name is searched in ``joined``."""
+        cdef set found = set()
+        cdef Py_ssize_t i
+        cdef int a, b
+        cdef str joined = feats.joined
+        cdef int *ids = self.tok_ids
+        for name in self._agent_names.union(senders):
+            pair = self._name_ids.get(name)
+            if pair is None:
+                if f" {name} " in joined or f" {name}'s " in joined:
+                    found.add(name)
+                continue
+            a, b = pair
+            for i in range(feats.ntok):
+                if ids[i] == a or ids[i] == b:
+                    found.add(name)
+                    break
+        return sorted(found)
 
     cdef inline int _count(self, int s):
         cdef int f = self.slot[s]
@@ -945,9 +996,7 @@ cdef class Core:
             s_cross = _clamp(25 * min(flag_explicit, 2))
         n = self._count(S_STRENGTH)
         if n:
-            joined = feats.joined
-            names = sorted({name for name in self._agent_names.union(hist.agents)
-                            if f" {name} " in joined or f" {name}'s " in joined})
+            names = self._names_in(feats, hist.agents)
             s_spec = _clamp(30 * min(n, 3) + (15 * min(len(names), 2) if names else 0))
             if names:
                 signal_evidence["specialization_recognition"] = {"agents": names}
@@ -999,7 +1048,7 @@ cdef class Core:
         """``TierModel.decide``: (tier, confidence, evidence)."""
         cdef double zr = self.bias_re, zi = self.bias_im, cr, ci, value, v, ar, ai
         cdef int x, f, r, k, mid, tid, n_used = 0
-        cdef Py_ssize_t i, ntok = len(feats.tokens)
+        cdef Py_ssize_t i, ntok = feats.ntok
         cdef int *found = self.found
         fixed = self._fixed_names
         # families, in the order of the evidence
