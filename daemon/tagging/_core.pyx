@@ -46,6 +46,55 @@ cdef struct VSlot:
     int length
     char inline[16]
 
+cdef struct ByteTable:
+    VSlot *slots
+    int bits
+
+
+cdef void _table_build(ByteTable *table, list words) except *:
+    """Fill ``table`` with (id, ASCII bytes) ``words``, at most half full."""
+    cdef Py_ssize_t i, mask
+    cdef int tid
+    cdef bytes data
+    cdef unsigned long long h
+    table.bits = 4
+    while (1 << table.bits) < 2 * len(words) + 2:
+        table.bits += 1
+    mask = (1 << table.bits) - 1
+    table.slots = <VSlot*>_alloc((1 << table.bits) * sizeof(VSlot))
+    for i in range(1 << table.bits):
+        table.slots[i].tid = -1
+    for tid, data in words:
+        h = _fnv1a(<const char*>data, len(data))
+        i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - table.bits))
+        while table.slots[i].tid >= 0:
+            i = (i + 1) & mask
+        table.slots[i].tid = tid
+        table.slots[i].hash = h
+        table.slots[i].length = len(data)
+        if len(data) <= 16:
+            memcpy(table.slots[i].inline, <const char*>data, len(data))
+
+
+cdef inline int _table_find(ByteTable *table, const char *pool, Py_ssize_t *offsets, const char *p,
+                            Py_ssize_t n, unsigned long long h) noexcept nogil:
+    """The id of the word ``p[:n]`` (hash ``h``) in ``table``, or -1."""
+    cdef Py_ssize_t mask = (1 << table.bits) - 1
+    cdef Py_ssize_t i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - table.bits))
+    cdef VSlot *slot
+    while True:
+        slot = &table.slots[i]
+        if slot.tid < 0:
+            return -1
+        if slot.hash == h and slot.length == n:
+            if n <= 16:
+                if memcmp(slot.inline, p, n) == 0:
+                    return slot.tid
+            elif memcmp(pool + offsets[slot.tid], p, n) == 0:
+                return slot.tid
+        i = (i + 1) & mask
+
+
 # the same flags, for rules.build_core
 FLAG_ASKING, FLAG_PROPOSING, FLAG_APPROVED, FLAG_STRONG, FLAG_EXPLICIT = (
     F_ASKING, F_PROPOSING, F_APPROVED, F_STRONG, F_EXPLICIT
@@ -166,8 +215,7 @@ cdef class Core:
     # looked up before a str is made of it (and most tokens then reuse the vocabulary's str, hash included)
     cdef char *vt_pool
     cdef Py_ssize_t *vt_off
-    cdef VSlot *vt
-    cdef int vt_bits
+    cdef ByteTable vt_hot, vt_main
     cdef unsigned char *v_stop
     cdef int *v_root
     cdef unsigned char *v_has_w
@@ -226,7 +274,8 @@ cdef class Core:
     def __cinit__(self):
         self.vt_pool = NULL
         self.vt_off = NULL
-        self.vt = NULL
+        self.vt_hot.slots = NULL
+        self.vt_main.slots = NULL
         self.v_stop = NULL
         self.v_root = NULL
         self.v_has_w = NULL
@@ -260,7 +309,8 @@ cdef class Core:
     def __dealloc__(self):
         PyMem_Free(self.vt_pool)
         PyMem_Free(self.vt_off)
-        PyMem_Free(self.vt)
+        PyMem_Free(self.vt_hot.slots)
+        PyMem_Free(self.vt_main.slots)
         PyMem_Free(self.v_stop)
         PyMem_Free(self.v_root)
         PyMem_Free(self.v_has_w)
@@ -355,7 +405,6 @@ cdef class Core:
         self._vocab = vocab
         self.n_vocab = len(vocab)
         self._vocab_words = list(vocab)
-        self._build_byte_table()
         self.v_stop = <unsigned char*>_alloc(self.n_vocab)
         self.v_root = <int*>_alloc(self.n_vocab * sizeof(int))
         self.v_has_w = <unsigned char*>_alloc(self.n_vocab)
@@ -366,6 +415,7 @@ cdef class Core:
             self.v_root[i] = -1
         for word in stopwords:
             self.v_stop[<int>vocab[word]] = 1
+        self._build_byte_table()
         for word, w in by_token.items():
             tid = vocab[word]
             self.v_has_w[tid] = 1
@@ -451,24 +501,18 @@ cdef class Core:
                 self.shape_re[i], self.shape_im[i] = w.real, w.imag
 
     cdef void _build_byte_table(self) except *:
-        cdef int tid, n_ascii = 0
-        cdef Py_ssize_t size = 0, off = 0, i, mask
+        # Two tables: the stopwords (half of all tokens) in a small one that stays in the CPU's cache, then
+        # everything else; a word is in exactly one of them.
+        cdef int tid
+        cdef Py_ssize_t size = 0, off = 0
         cdef bytes data
-        cdef unsigned long long h
         encoded = [w.encode("ascii") if w.isascii() else None for w in self._vocab_words]
         for data in encoded:
             if data is not None:
-                n_ascii += 1
                 size += len(data)
         self.vt_pool = <char*>_alloc(size)
         self.vt_off = <Py_ssize_t*>_alloc(self.n_vocab * sizeof(Py_ssize_t))
-        self.vt_bits = 4
-        while (1 << self.vt_bits) < 2 * n_ascii + 2:
-            self.vt_bits += 1
-        mask = (1 << self.vt_bits) - 1
-        self.vt = <VSlot*>_alloc((1 << self.vt_bits) * sizeof(VSlot))
-        for i in range(1 << self.vt_bits):
-            self.vt[i].tid = -1
+        hot, rest = [], []
         for tid in range(self.n_vocab):
             data = encoded[tid]
             if data is None:
@@ -476,33 +520,17 @@ cdef class Core:
             memcpy(self.vt_pool + off, <const char*>data, len(data))
             self.vt_off[tid] = off
             off += len(data)
-            h = _fnv1a(<const char*>data, len(data))
-            i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - self.vt_bits))
-            while self.vt[i].tid >= 0:
-                i = (i + 1) & mask
-            self.vt[i].tid = tid
-            self.vt[i].hash = h
-            self.vt[i].length = len(data)
-            if len(data) <= 16:
-                memcpy(self.vt[i].inline, <const char*>data, len(data))
+            (hot if self.v_stop[tid] or tid <= _OR_ID else rest).append((tid, data))
+        _table_build(&self.vt_hot, hot)
+        _table_build(&self.vt_main, rest)
 
     cdef inline int _word_id(self, const char *p, Py_ssize_t n) noexcept nogil:
         """The vocabulary id of the ASCII word ``p[:n]``, or -1."""
         cdef unsigned long long h = _fnv1a(p, n)
-        cdef Py_ssize_t mask = (1 << self.vt_bits) - 1
-        cdef Py_ssize_t i = <Py_ssize_t>((h * 11400714819323198485ULL) >> (64 - self.vt_bits))
-        cdef VSlot *slot
-        while True:
-            slot = &self.vt[i]
-            if slot.tid < 0:
-                return -1
-            if slot.hash == h and slot.length == n:
-                if n <= 16:
-                    if memcmp(slot.inline, p, n) == 0:
-                        return slot.tid
-                elif memcmp(self.vt_pool + self.vt_off[slot.tid], p, n) == 0:
-                    return slot.tid
-            i = (i + 1) & mask
+        cdef int tid = _table_find(&self.vt_hot, self.vt_pool, self.vt_off, p, n, h)
+        if tid >= 0:
+            return tid
+        return _table_find(&self.vt_main, self.vt_pool, self.vt_off, p, n, h)
 
     cdef inline Py_ssize_t _slot_of(self, int node, int tid) noexcept nogil:
         cdef unsigned long long key = ((<unsigned long long>node) << 32) | <unsigned int>tid
