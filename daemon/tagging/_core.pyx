@@ -46,6 +46,16 @@ cdef struct VSlot:
     int length
     char inline[16]
 
+# what the steps need to know of a vocabulary word, together (one cache line per word, not one per array)
+cdef struct VInfo:
+    double re  # the tier model's weight of the word, (A - E) + (C - E)j
+    double im
+    int root  # the trie node of the markers that start with it, or -1
+    unsigned char stop  # a stopword
+    unsigned char has_w  # the model weighs it
+    unsigned char seen  # scratch: already added for this message
+
+
 cdef struct ByteTable:
     VSlot *slots
     int bits
@@ -216,11 +226,7 @@ cdef class Core:
     cdef char *vt_pool
     cdef Py_ssize_t *vt_off
     cdef ByteTable vt_hot, vt_main
-    cdef unsigned char *v_stop
-    cdef int *v_root
-    cdef unsigned char *v_has_w
-    cdef double *v_re
-    cdef double *v_im
+    cdef VInfo *vinfo
     # the marker trie: the ranks ending at each node, and (node, word id) -> child in an open-addressing table
     cdef int n_nodes
     cdef int *node_rstart
@@ -243,7 +249,6 @@ cdef class Core:
     cdef int *counts
     cdef unsigned char *mk_seen
     cdef int *fam_order
-    cdef unsigned char *tok_seen
     cdef int max_used
     cdef double *used_re
     cdef double *used_im
@@ -276,11 +281,7 @@ cdef class Core:
         self.vt_off = NULL
         self.vt_hot.slots = NULL
         self.vt_main.slots = NULL
-        self.v_stop = NULL
-        self.v_root = NULL
-        self.v_has_w = NULL
-        self.v_re = NULL
-        self.v_im = NULL
+        self.vinfo = NULL
         self.node_rstart = NULL
         self.node_rcount = NULL
         self.ranks_flat = NULL
@@ -295,7 +296,6 @@ cdef class Core:
         self.counts = NULL
         self.mk_seen = NULL
         self.fam_order = NULL
-        self.tok_seen = NULL
         self.used_re = NULL
         self.used_im = NULL
         self.used_name = NULL
@@ -311,11 +311,7 @@ cdef class Core:
         PyMem_Free(self.vt_off)
         PyMem_Free(self.vt_hot.slots)
         PyMem_Free(self.vt_main.slots)
-        PyMem_Free(self.v_stop)
-        PyMem_Free(self.v_root)
-        PyMem_Free(self.v_has_w)
-        PyMem_Free(self.v_re)
-        PyMem_Free(self.v_im)
+        PyMem_Free(self.vinfo)
         PyMem_Free(self.node_rstart)
         PyMem_Free(self.node_rcount)
         PyMem_Free(self.ranks_flat)
@@ -330,7 +326,6 @@ cdef class Core:
         PyMem_Free(self.counts)
         PyMem_Free(self.mk_seen)
         PyMem_Free(self.fam_order)
-        PyMem_Free(self.tok_seen)
         PyMem_Free(self.used_re)
         PyMem_Free(self.used_im)
         PyMem_Free(self.used_name)
@@ -405,30 +400,26 @@ cdef class Core:
         self._vocab = vocab
         self.n_vocab = len(vocab)
         self._vocab_words = list(vocab)
-        self.v_stop = <unsigned char*>_alloc(self.n_vocab)
-        self.v_root = <int*>_alloc(self.n_vocab * sizeof(int))
-        self.v_has_w = <unsigned char*>_alloc(self.n_vocab)
-        self.v_re = <double*>_alloc(self.n_vocab * sizeof(double))
-        self.v_im = <double*>_alloc(self.n_vocab * sizeof(double))
-        self.tok_seen = <unsigned char*>_alloc(self.n_vocab)
+        self.vinfo = <VInfo*>_alloc(self.n_vocab * sizeof(VInfo))
         for i in range(self.n_vocab):
-            self.v_root[i] = -1
+            self.vinfo[i].root = -1
         for word in stopwords:
-            self.v_stop[<int>vocab[word]] = 1
+            self.vinfo[<int>vocab[word]].stop = 1
         self._build_byte_table()
         for word, w in by_token.items():
             tid = vocab[word]
-            self.v_has_w[tid] = 1
-            self.v_re[tid], self.v_im[tid] = w.real, w.imag
+            self.vinfo[tid].has_w = 1
+            self.vinfo[tid].re = w.real
+            self.vinfo[tid].im = w.imag
         # -- the marker trie
         children = {}
         node_ranks = []
         for words, ranks in patterns:
             tid = vocab[words[0]]
-            if self.v_root[tid] < 0:
-                self.v_root[tid] = len(node_ranks)
+            if self.vinfo[tid].root < 0:
+                self.vinfo[tid].root = len(node_ranks)
                 node_ranks.append([])
-            node = self.v_root[tid]
+            node = self.vinfo[tid].root
             for word in words[1:]:
                 key = (node, <int>vocab[word])
                 if key not in children:
@@ -520,7 +511,7 @@ cdef class Core:
             memcpy(self.vt_pool + off, <const char*>data, len(data))
             self.vt_off[tid] = off
             off += len(data)
-            (hot if self.v_stop[tid] or tid <= _OR_ID else rest).append((tid, data))
+            (hot if self.vinfo[tid].stop or tid <= _OR_ID else rest).append((tid, data))
         _table_build(&self.vt_hot, hot)
         _table_build(&self.vt_main, rest)
 
@@ -738,7 +729,7 @@ cdef class Core:
                 if tid <= _OR_ID:
                     has_not |= tid == _NOT_ID
                     has_or |= tid == _OR_ID
-                if self.v_stop[tid]:
+                if self.vinfo[tid].stop:
                     # a stopword: only the token list holds it (the lean features leave its str alone)
                     if not lean:
                         tokens.append(self._vocab_words[tid])
@@ -809,7 +800,7 @@ cdef class Core:
             for i in range(ntok):
                 if ids[i] < 0:
                     continue
-                node = self.v_root[ids[i]]
+                node = self.vinfo[ids[i]].root
                 j = i + 1
                 while node >= 0:
                     for k in range(self.node_rstart[node], self.node_rstart[node] + self.node_rcount[node]):
@@ -1134,14 +1125,14 @@ cdef class Core:
         cdef int *ids = self.tok_ids
         for i in range(ntok):
             tid = ids[i]
-            if tid < 0 or not self.v_has_w[tid] or self.tok_seen[tid]:
+            if tid < 0 or not self.vinfo[tid].has_w or self.vinfo[tid].seen:
                 continue
-            self.tok_seen[tid] = 1
-            wr += self.v_re[tid]
-            wi += self.v_im[tid]
+            self.vinfo[tid].seen = 1
+            wr += self.vinfo[tid].re
+            wi += self.vinfo[tid].im
         for i in range(ntok):
             if ids[i] >= 0:
-                self.tok_seen[ids[i]] = 0
+                self.vinfo[ids[i]].seen = 0
         self._use(&n_used, fixed[12], wr, wi)
         # z + words, then the decision (TierModel._decision)
         ar = zr + wr
