@@ -7,6 +7,7 @@ messages, and on generated text made of the characters the hand-written parsing 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -47,11 +48,12 @@ def _rows_both_ways(rows: list[MessageFields], **kwargs: object) -> tuple[list, 
     return compiled.tag_rows(rows), python.tag_rows(rows)
 
 
-def _assert_same(rows: list[MessageFields], **kwargs: object) -> None:
+def _assert_same(rows: list[MessageFields], **kwargs: object) -> list:
     fast, slow = _rows_both_ways(rows, **kwargs)
     assert len(fast) == len(slow) == len(rows)
     for row, a, b in zip(rows, fast, slow, strict=True):
         assert a == b, row[4][:300]
+    return fast
 
 
 def _labelled_rows() -> list[MessageFields]:
@@ -141,16 +143,29 @@ def test_the_compiled_features_equal_extract() -> None:
 def test_same_tags_on_odd_text() -> None:
     texts = _odd_texts(3000, 2)
     rng = random.Random(3)
+    # ids and names the evidence writer must leave to orjson (a quote, a backslash, non-ASCII)
+    ids = ("m{}", 'm"{}', "m\\{}", "mé{}")
+    agents = ("claude", "gemini", "Maya", "zoë", "lea")
     rows: list[MessageFields] = [
-        (f"m{i}", rng.choice(("claude", "gemini", "Maya")), f"c{rng.randrange(40)}", None, text)
+        (rng.choice(ids).format(i), rng.choice(agents), f"c{rng.randrange(40)}", None, text)
         for i, text in enumerate(texts)
+    ]
+    # zoë's and lea's names in the text: the specialization evidence lists them
+    rows += [
+        (f"n{i}", "zoë", "c1", None, "zoë is strongest at proofs and lea at the benchmarks, so split it")
+        for i in range(3)
     ]
     # replies to earlier messages, so that "which message is corrected" takes every branch
     rows = [
-        (mid, agent, conv, (f"m{rng.randrange(i)}" if i and rng.random() < 0.3 else None), text)
+        (mid, agent, conv, (rows[rng.randrange(i)][0] if i and rng.random() < 0.3 else None), text)
         for i, (mid, agent, conv, _, text) in enumerate(rows)
     ]
-    _assert_same(rows)
+    out = _assert_same(rows)
+    evidence = [json.loads(r[-1]) for r in out if not isinstance(r, str)]
+    # the writer's fallback was taken: corrections of ids it cannot write, names that are not ASCII
+    signals = [e["signals"] for e in evidence]
+    assert any("zoë" in s.get("specialization_recognition", {}).get("agents", []) for s in signals)
+    assert any('"' in str(s.get("error_correction", {}).get("corrects")) for s in signals)
 
 
 def test_the_core_rounds_as_python_does() -> None:
@@ -185,3 +200,26 @@ def test_without_a_built_core(monkeypatch: pytest.MonkeyPatch) -> None:
         settings = Settings(tag_core="compiled", tag_in_process=in_process)
         with pytest.raises(service.ServiceError, match="cannot build the tagger"):
             service.build_tagger(settings)
+
+
+def test_the_evidence_writer_formats_floats_as_orjson() -> None:
+    """The core writes the evidence's JSON itself; its figures must read exactly as orjson writes them."""
+    if not core_available():
+        pytest.skip("the compiled core was not built")
+    import orjson
+
+    from daemon.tagging import _core
+
+    rng = random.Random(5)
+    values = [0.0, -0.0, 7.0, 0.25, -0.54, 0.05, 0.5, 100.0, 12.25, -3.1, 999_999.99]
+    values += [round(rng.uniform(-50, 50), 2) for _ in range(20_000)] + [k / 100 for k in range(-5000, 5000)]
+    written = 0
+    for x in values:
+        text = _core.json_float(x)
+        if text is not None:
+            written += 1
+            assert text == orjson.dumps(x).decode(), x
+    assert written == len(values)
+    # what it leaves to orjson: more than two decimals, huge, not finite
+    for x in (0.123, 1e-5, 1e12, float("nan"), float("inf")):
+        assert _core.json_float(x) is None

@@ -20,12 +20,13 @@ modules when the core is built; the arithmetic of the steps is written out here 
 order, so that every float is the same.
 """
 
-from libc.math cimport exp, floor, log1p, rint
+from libc.math cimport exp, floor, log1p, rint, signbit
+from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.ref cimport PyObject
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeASCII
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DATA, PyUnicode_DecodeASCII
 
 # flags of a marker (by rank), each already restricted to the family the rule reads it in
 cdef enum:
@@ -274,6 +275,11 @@ cdef class Core:
     cdef unsigned char shape_has[6]
     cdef double shape_re[6]
     cdef double shape_im[6]
+    # what _decide leaves for the evidence
+    cdef double d_ar, d_ai, d_confidence
+    cdef double d_top_p[3]
+    cdef PyObject *d_top_name[3]
+    cdef int d_ntop
     cdef tuple _fixed_names  # "vote:A" "vote:C" "vote:E" "rule:A" "rule:C" "rule:E", the shape names, "words"
 
     def __cinit__(self):
@@ -772,19 +778,22 @@ cdef class Core:
         for message_id, agent, conversation_id, reply_to, content in rows:
             try:
                 hist = cache.get(conversation_id)
-                res = self.tag(content, message_id, agent, reply_to, hist)
+                res = self.tag(content, message_id, agent, reply_to, hist, True)
                 hist.add(new_tuple(past_message, (message_id, agent, res[7])), True)
                 scores = <tuple>res[3]
+                evidence = res[6]
                 out.append((version, res[0], res[1], res[2], res[4], res[5], scores[0], scores[1], scores[2],
-                            scores[3], scores[4], scores[5], dumps(res[6]).decode()))
+                            scores[3], scores[4], scores[5],
+                            evidence if type(evidence) is str else dumps(evidence).decode()))
             except Exception as exc:  # one odd message must not cost the batch its tags
                 out.append(f"{type(exc).__name__}: {exc}")
         return out
 
-    cpdef tuple tag(self, str content, str message_id, str agent, reply_to, hist):
+    cpdef tuple tag(self, str content, str message_id, str agent, reply_to, hist, bint as_json=False):
         """``RulesTagger._tag_python`` up to remembering the message: (tier, rule, confidence, the six scores,
         novelty, emergence, evidence, the message's content terms). ``hist``: its conversation's
-        ``ConversationHistory``, whose seen terms this updates."""
+        ``ConversationHistory``, whose seen terms this updates. ``as_json``: the evidence as its JSON text
+        (what ``orjson.dumps`` makes of the dict) where the core can write it, else the dict."""
         cdef Features feats = self._features(content, True)
         cdef Py_ssize_t ntok = feats.ntok, i, j
         cdef int nf = 0, r, f, nfam = 0, t, x, node, k
@@ -793,7 +802,6 @@ cdef class Core:
         cdef int *slot = self.slot
         cdef int *ids = self.tok_ids
         # -- markers: walk the trie from every token
-        cdef dict hits = {}
         cdef str joined = feats.joined
         cdef bint not_figure = False
         try:
@@ -821,9 +829,6 @@ cdef class Core:
                 if counts[f] == 0:
                     self.fam_order[nfam] = f
                     nfam += 1
-                    hits[self.family_names[f]] = [self.rank_marker[r]]
-                else:
-                    (<list>hits[self.family_names[f]]).append(self.rank_marker[r])
                 counts[f] += 1
                 t = self.rank_flags[r]
                 if t:
@@ -838,19 +843,33 @@ cdef class Core:
                 if counts[f] == 0:
                     self.fam_order[nfam] = f
                     nfam += 1
-                    hits[self.family_names[f]] = [self._not_figure]
-                else:
-                    (<list>hits[self.family_names[f]]).append(self._not_figure)
                 counts[f] += 1
                 flag_strong += 1  # "not <figure>" is a strong correction
-            return self._after_markers(feats, hits, nfam, not_figure, flag_asking, flag_proposing,
-                                       flag_approved, flag_strong, flag_explicit, message_id, agent,
-                                       reply_to, hist)
+            return self._after_markers(feats, nfam, not_figure, flag_asking, flag_proposing, flag_approved,
+                                       flag_strong, flag_explicit, message_id, agent, reply_to, hist, as_json)
         finally:
             for x in range(nf):
                 self.rank_seen[self.found[x]] = 0
             memset(counts, 0, self.n_families * sizeof(int))
             self.n_found = 0
+
+    cdef dict _hits_dict(self, int nfam, bint not_figure):
+        """family -> markers found (``MarkerIndex.match``): families in the order of their first marker,
+        markers by rank, a corrected figure last in its family."""
+        cdef dict hits = {}
+        cdef list markers
+        cdef int x, k, f, r
+        for x in range(nfam):
+            f = self.fam_order[x]
+            markers = []
+            for k in range(self.n_found):
+                r = self.found[k]
+                if self.rank_fam[r] == f:
+                    markers.append(self.rank_marker[r])
+            if not_figure and f == self.slot[S_FLAW]:
+                markers.append(self._not_figure)
+            hits[self.family_names[f]] = markers
+        return hits
 
     cdef list _names_in(self, Features feats, senders):
         """``sorted({n for n in agent_names | senders if f" {n} " in joined or f" {n}'s " in joined})``: a
@@ -878,9 +897,9 @@ cdef class Core:
         cdef int f = self.slot[s]
         return self.counts[f] if f >= 0 else 0
 
-    cdef tuple _after_markers(self, Features feats, dict hits, int nfam, bint not_figure, int flag_asking,
+    cdef tuple _after_markers(self, Features feats, int nfam, bint not_figure, int flag_asking,
                               int flag_proposing, int flag_approved, int flag_strong, int flag_explicit,
-                              str message_id, str agent, reply_to, hist):
+                              str message_id, str agent, reply_to, hist, bint as_json):
         # -- term novelty (ConversationHistory.unseen_then_seen)
         cdef frozenset terms = feats.terms
         cdef Py_ssize_t n_terms = len(terms), unseen = 0, before
@@ -906,13 +925,16 @@ cdef class Core:
         cdef bint asking
         cdef str tier, rule
         cdef int tier_i
+        cdef int vote_kind = 0  # 0: the three votes, 1: code_share, 2: table_rows
+        cdef double va = 0, vc = 0, ve = 0
         cdef double code_share = feats.code_share
         if code_share >= 0.4:
             tier, rule, tier_i, conf = "E", "E.code_block", 2, 0.95
-            votes = {"code_share": _round2(code_share)}
+            vote_kind = 1
+            va = _round2d(code_share)
         elif feats.table_rows >= 3:
             tier, rule, tier_i, conf = "E", "E.table", 2, 0.9
-            votes = {"table_rows": feats.table_rows}
+            vote_kind = 2
         else:
             choice = self._count(S_CHOICE)
             system = self._count(S_SYSTEM)
@@ -962,23 +984,27 @@ cdef class Core:
             hi, mid, lo = _top3(a_vote, c_vote, e_vote)
             margin = hi - mid
             conf = 0.4 if hi == 0 else min(0.95, 0.5 + 0.08 * margin)
-            votes = {"A": _round2(a_vote), "C": _round2(c_vote), "E": _round2(e_vote)}
+            va, vc, ve = _round2d(a_vote), _round2d(c_vote), _round2d(e_vote)
         confidence = _round2(conf)
 
         # -- the tier model
-        model_evidence = None
+        cdef object rules_said = None
+        cdef int best
         if self.has_model:
-            model_tier, model_confidence, model_evidence = self._decide(feats, votes, tier_i, nfam, not_figure)
+            best = self._decide(feats, vote_kind == 0, va, vc, ve, tier_i, nfam, not_figure)
+            model_tier = TIER_NAMES[best]
             if model_tier != tier:
-                model_evidence["rules_said"] = [tier, rule]
+                rules_said = [tier, rule]
                 tier, rule = model_tier, "tier_model." + model_tier
-            confidence = _round2(model_confidence)
+            confidence = _round2(self.d_confidence)
 
         # -- the six signals
         cdef int s_nov, s_sol = 0, s_ass = 0, s_err = 0, s_cross = 0, s_spec = 0, angle = 0, n, strong, weak
         cdef bint self_correction
         cdef double score
-        signal_evidence = {}
+        cdef bint has_correction = False, self_corrects = False
+        corrects = None
+        names = None
         strong = self._count(S_IDEA)
         weak = self._count(S_WEAK_IDEA)
         if novelty >= 50:
@@ -1003,10 +1029,9 @@ cdef class Core:
             self_correction = self._count(S_SELF) > 0
             s_err = 25 * (n - flag_strong) + 45 * flag_strong + (20 if self_correction else 0)
             if s_err > 40:
-                signal_evidence["error_correction"] = {
-                    "corrects": _corrected_message(history, terms, agent, reply_to, self_correction),
-                    "self": self_correction,
-                }
+                has_correction = True
+                corrects = _corrected_message(history, terms, agent, reply_to, self_correction)
+                self_corrects = self_correction
             s_err = _clamp(s_err)
         n = self._count(S_FIELD)
         if n:
@@ -1017,8 +1042,8 @@ cdef class Core:
         if n:
             names = self._names_in(feats, hist.agents)
             s_spec = _clamp(30 * min(n, 3) + (15 * min(len(names), 2) if names else 0))
-            if names:
-                signal_evidence["specialization_recognition"] = {"agents": names}
+            if not names:
+                names = None
         scores = (s_nov, s_sol, s_ass, s_err, s_cross, s_spec)
 
         # -- emergence: the strongest signal plus a quarter of each other signal above 20
@@ -1034,17 +1059,156 @@ cdef class Core:
                     total += x
             emergence_score = _clamp(top + 0.25 * (total - top))
 
-        evidence = {"tier_votes": votes}
-        if model_evidence is not None:
-            evidence["tier_model"] = model_evidence
-        evidence["markers"] = hits
-        evidence["signals"] = signal_evidence
-        evidence["novelty"] = {"unseen_terms": unseen, "terms": n_terms, "history": n_history}
-        if feats.quoted:
-            evidence["quoted_lines_ignored"] = feats.quoted
-        if feats.truncated:
-            evidence["scanned_chars"] = self._scan_chars
+        # -- the evidence: its JSON text written here, or the dict (``orjson.dumps`` of which is that text)
+        evidence = None
+        if as_json:
+            evidence = self._evidence_json(feats, nfam, not_figure, vote_kind, va, vc, ve, rules_said,
+                                           has_correction, corrects, self_corrects, names, unseen, n_terms,
+                                           n_history)
+        if evidence is None:
+            if vote_kind == 0:
+                votes = {"A": va, "C": vc, "E": ve}
+            elif vote_kind == 1:
+                votes = {"code_share": va}
+            else:
+                votes = {"table_rows": feats.table_rows}
+            evidence = {"tier_votes": votes}
+            if self.has_model:
+                model_evidence = {
+                    "model": self.model_version,
+                    "scores_vs_E": {"A": _round2(self.d_ar), "C": _round2(self.d_ai)},
+                    "top": [[<object>self.d_top_name[x], _round2(self.d_top_p[x])]
+                            for x in range(self.d_ntop) if self.d_top_p[x] > 0],
+                }
+                if rules_said is not None:
+                    model_evidence["rules_said"] = rules_said
+                evidence["tier_model"] = model_evidence
+            evidence["markers"] = self._hits_dict(nfam, not_figure)
+            signal_evidence = {}
+            if has_correction:
+                signal_evidence["error_correction"] = {"corrects": corrects, "self": self_corrects}
+            if names is not None:
+                signal_evidence["specialization_recognition"] = {"agents": names}
+            evidence["signals"] = signal_evidence
+            evidence["novelty"] = {"unseen_terms": unseen, "terms": n_terms, "history": n_history}
+            if feats.quoted:
+                evidence["quoted_lines_ignored"] = feats.quoted
+            if feats.truncated:
+                evidence["scanned_chars"] = self._scan_chars
         return (tier, rule, confidence, scores, novelty, emergence_score, evidence, terms)
+
+    cdef object _evidence_json(self, Features feats, int nfam, bint not_figure, int vote_kind, double va,
+                               double vc, double ve, object rules_said, bint has_correction, object corrects,
+                               bint self_corrects, object names, Py_ssize_t unseen, Py_ssize_t n_terms,
+                               Py_ssize_t n_history):
+        """The evidence's JSON text, byte for byte what ``orjson.dumps`` writes for the dict, or None when a
+        value is one this writer leaves to orjson (a string that would need escaping, a float outside
+        1e-4..1e16)."""
+        cdef JBuf b
+        cdef int x, k, f, r
+        cdef bint first
+        b.data = NULL
+        b.n = 0
+        b.cap = 0
+        b.bad = False
+        try:
+            _jb_lit(&b, b'{"tier_votes":{')
+            if vote_kind == 0:
+                _jb_lit(&b, b'"A":')
+                _jb_float(&b, va)
+                _jb_lit(&b, b',"C":')
+                _jb_float(&b, vc)
+                _jb_lit(&b, b',"E":')
+                _jb_float(&b, ve)
+            elif vote_kind == 1:
+                _jb_lit(&b, b'"code_share":')
+                _jb_float(&b, va)
+            else:
+                _jb_lit(&b, b'"table_rows":')
+                _jb_int(&b, feats.table_rows)
+            _jb_lit(&b, b'}')
+            if self.has_model:
+                _jb_lit(&b, b',"tier_model":{"model":')
+                _jb_str(&b, self.model_version)
+                _jb_lit(&b, b',"scores_vs_E":{"A":')
+                _jb_float(&b, _round2d(self.d_ar))
+                _jb_lit(&b, b',"C":')
+                _jb_float(&b, _round2d(self.d_ai))
+                _jb_lit(&b, b'},"top":[')
+                first = True
+                for x in range(self.d_ntop):
+                    if self.d_top_p[x] > 0:
+                        _jb_lit(&b, b'[' if first else b',[')
+                        first = False
+                        _jb_str(&b, <object>self.d_top_name[x])
+                        _jb_lit(&b, b',')
+                        _jb_float(&b, _round2d(self.d_top_p[x]))
+                        _jb_lit(&b, b']')
+                _jb_lit(&b, b']')
+                if rules_said is not None:
+                    _jb_lit(&b, b',"rules_said":[')
+                    _jb_str(&b, rules_said[0])
+                    _jb_lit(&b, b',')
+                    _jb_str(&b, rules_said[1])
+                    _jb_lit(&b, b']')
+                _jb_lit(&b, b'}')
+            _jb_lit(&b, b',"markers":{')
+            for x in range(nfam):
+                f = self.fam_order[x]
+                if x:
+                    _jb_lit(&b, b',')
+                _jb_str(&b, self.family_names[f])
+                _jb_lit(&b, b':[')
+                first = True
+                for k in range(self.n_found):
+                    r = self.found[k]
+                    if self.rank_fam[r] == f:
+                        if not first:
+                            _jb_lit(&b, b',')
+                        first = False
+                        _jb_str(&b, self.rank_marker[r])
+                if not_figure and f == self.slot[S_FLAW]:
+                    if not first:
+                        _jb_lit(&b, b',')
+                    _jb_str(&b, self._not_figure)
+                _jb_lit(&b, b']')
+            _jb_lit(&b, b'},"signals":{')
+            if has_correction:
+                _jb_lit(&b, b'"error_correction":{"corrects":')
+                if corrects is None:
+                    _jb_lit(&b, b'null')
+                elif type(corrects) is str:
+                    _jb_str(&b, corrects)
+                else:
+                    b.bad = True
+                _jb_lit(&b, b',"self":true}' if self_corrects else b',"self":false}')
+            if names is not None:
+                _jb_lit(&b, b',"specialization_recognition":{"agents":[' if has_correction
+                        else b'"specialization_recognition":{"agents":[')
+                for x in range(len(names)):
+                    if x:
+                        _jb_lit(&b, b',')
+                    _jb_str(&b, names[x])
+                _jb_lit(&b, b']}')
+            _jb_lit(&b, b'},"novelty":{"unseen_terms":')
+            _jb_int(&b, unseen)
+            _jb_lit(&b, b',"terms":')
+            _jb_int(&b, n_terms)
+            _jb_lit(&b, b',"history":')
+            _jb_int(&b, n_history)
+            _jb_lit(&b, b'}')
+            if feats.quoted:
+                _jb_lit(&b, b',"quoted_lines_ignored":')
+                _jb_int(&b, feats.quoted)
+            if feats.truncated:
+                _jb_lit(&b, b',"scanned_chars":')
+                _jb_int(&b, self._scan_chars)
+            _jb_lit(&b, b'}')
+            if b.bad:
+                return None
+            return PyUnicode_DecodeASCII(b.data, b.n, NULL)
+        finally:
+            PyMem_Free(b.data)
 
     cdef inline void _use(self, int *n_used, object name, double re, double im) noexcept:
         """Record one feature's push for the evidence (``name`` is kept alive by the core's tables)."""
@@ -1063,8 +1227,10 @@ cdef class Core:
             zi[0] += self.mk_im[mid]
             self._use(n_used, self.mk_wname[mid], self.mk_re[mid], self.mk_im[mid])
 
-    cdef tuple _decide(self, Features feats, dict votes, int rules_tier, int nfam, bint not_figure):
-        """``TierModel.decide``: (tier, confidence, evidence)."""
+    cdef int _decide(self, Features feats, bint has_votes, double va, double vc, double ve, int rules_tier,
+                     int nfam, bint not_figure) except -1:
+        """``TierModel.decide``: the tier's index (A, C, E); its probability, the scores and the three
+        strongest pushes are left in ``d_confidence``, ``d_ar``, ``d_ai``, ``d_top_*``."""
         cdef double zr = self.bias_re, zi = self.bias_im, cr, ci, value, v, ar, ai
         cdef int x, f, r, k, mid, tid, n_used = 0
         cdef Py_ssize_t i, ntok = feats.ntok
@@ -1093,10 +1259,11 @@ cdef class Core:
         for k in range(self.n_found):
             self.mk_seen[self.rank_mid[found[k]]] = 0
         self.mk_seen[self.not_figure_mid] = 0
+        cdef double vote[3]
+        vote[0], vote[1], vote[2] = va, vc, ve
         for x in range(3):
-            vote = votes.get(TIER_NAMES[x])
-            if self.vote_has[x] and vote:
-                v = vote
+            v = vote[x]
+            if has_votes and self.vote_has[x] and v != 0:
                 cr = v / 4 * self.vote_re[x]
                 ci = v / 4 * self.vote_im[x]
                 zr += cr
@@ -1169,16 +1336,14 @@ cdef class Core:
                 top_name[y] = self.used_name[x]
                 if n_top < 3:
                     n_top += 1
-        pushes = []
+        self.d_ar = ar
+        self.d_ai = ai
+        self.d_confidence = 1.0 / total
+        self.d_ntop = n_top
         for y in range(n_top):
-            if top_p[y] > 0:
-                pushes.append([<object>top_name[y], _round2(top_p[y])])
-        evidence = {
-            "model": self.model_version,
-            "scores_vs_E": {"A": _round2(ar), "C": _round2(ai)},
-            "top": pushes,
-        }
-        return (TIER_NAMES[best], 1.0 / total, evidence)
+            self.d_top_p[y] = top_p[y]
+            self.d_top_name[y] = top_name[y]
+        return best
 
 
 cdef inline bint _before(double p, PyObject *name, double q, PyObject *other) except -1:
@@ -1253,6 +1418,11 @@ cdef Py_ssize_t _overlap(frozenset a, frozenset b) except -1:
 
 
 cdef object _round2(double x):
+    """:func:`_round2d` as a Python float."""
+    return _round2d(x)
+
+
+cdef double _round2d(double x) except? -1.5:
     """``round(x, 2)``: the multiple of 0.01 nearest to x, as the double nearest to it.
 
     ``x * 100`` is within a few ulps of its exact value, so unless it lies next to a half (where only the
@@ -1270,5 +1440,109 @@ cdef object _round2(double x):
 
 
 def round2(double x):
-    """:func:`_round2`, for the tests."""
-    return _round2(x)
+    """:func:`_round2d`, for the tests."""
+    return _round2d(x)
+
+
+def json_float(double x):
+    """How the evidence writer formats ``x`` (None: it leaves ``x`` to orjson), for the tests."""
+    cdef JBuf b
+    b.data = NULL
+    b.n = 0
+    b.cap = 0
+    b.bad = False
+    try:
+        _jb_float(&b, x)
+        return None if b.bad else PyUnicode_DecodeASCII(b.data, b.n, NULL)
+    finally:
+        PyMem_Free(b.data)
+
+
+# ---------------------------------------------------------------------- the evidence's JSON text
+
+cdef struct JBuf:
+    char *data
+    Py_ssize_t n
+    Py_ssize_t cap
+    bint bad  # a value was met that this writer does not format as orjson does: the caller falls back
+
+
+cdef int _jb_reserve(JBuf *b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap
+    cdef char *data
+    if b.n + extra <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap * 2 > b.n + extra + 512 else b.n + extra + 512
+    data = <char*>PyMem_Realloc(b.data, cap)
+    if data == NULL:
+        raise MemoryError()
+    b.data = data
+    b.cap = cap
+    return 0
+
+
+cdef int _jb_raw(JBuf *b, const char *s, Py_ssize_t n) except -1:
+    _jb_reserve(b, n)
+    memcpy(b.data + b.n, s, n)
+    b.n += n
+    return 0
+
+
+cdef int _jb_lit(JBuf *b, bytes s) except -1:
+    return _jb_raw(b, <const char*>s, len(s))
+
+
+cdef int _jb_str(JBuf *b, str s) except -1:
+    """``s`` as a JSON string, where it is printable ASCII without a quote or a backslash (else bad)."""
+    cdef Py_ssize_t i, n = len(s)
+    cdef const char *data
+    cdef char c
+    if not s.isascii():
+        b.bad = True
+        return 0
+    data = <const char*>PyUnicode_DATA(s)
+    for i in range(n):
+        c = data[i]
+        if c < 32 or c == b'"' or c == b'\\':
+            b.bad = True
+            return 0
+    _jb_reserve(b, n + 2)
+    b.data[b.n] = b'"'
+    memcpy(b.data + b.n + 1, data, n)
+    b.data[b.n + n + 1] = b'"'
+    b.n += n + 2
+    return 0
+
+
+cdef int _jb_int(JBuf *b, long long v) except -1:
+    cdef char tmp[32]
+    cdef int n = snprintf(tmp, 32, "%lld", v)
+    return _jb_raw(b, tmp, n)
+
+
+cdef int _jb_float(JBuf *b, double x) except -1:
+    """A multiple of 0.01 (what the evidence holds) as orjson and ``repr`` write it: "7.0", "-0.54"; any
+    other value, or one beyond 1e9, is bad."""
+    cdef char tmp[48]
+    cdef long long k, whole, frac
+    cdef int n
+    cdef bint negative
+    if not (-1e9 < x < 1e9):
+        b.bad = True
+        return 0
+    k = <long long>rint(x * 100.0)
+    if k / 100.0 != x:
+        b.bad = True
+        return 0
+    negative = signbit(x)
+    if k < 0:
+        k = -k
+    whole = k // 100
+    frac = k % 100
+    if frac == 0:
+        n = snprintf(tmp, 48, "%s%lld.0", b"-" if negative else b"", whole)
+    elif frac % 10 == 0:
+        n = snprintf(tmp, 48, "%s%lld.%lld", b"-" if negative else b"", whole, frac // 10)
+    else:
+        n = snprintf(tmp, 48, "%s%lld.%02lld", b"-" if negative else b"", whole, frac)
+    return _jb_raw(b, tmp, n)
