@@ -13,6 +13,7 @@ SHAPE_NAMES: tuple[str, ...]
 TIER_NAMES: tuple[str, ...]
 
 def round2(x: float) -> float: ...
+def json_float(x: float) -> str | None: ...
 
 class Features:
     tokens: list[str]
@@ -27,6 +28,9 @@ class Features:
     list_items: int
     code_share: float
     truncated: bool
+    ntok: int
+    has_not: bool
+    has_or: bool
 
 class Core:
     def __init__(
@@ -54,7 +58,11 @@ class Core:
         past_message: type,
     ) -> list[Any]: ...
     def tag(
-        self, content: str, message_id: str, agent: str, reply_to: str | None, hist: Any
-    ) -> tuple[
-        Any, str, float, tuple[int, int, int, int, int, int], int, int, dict[str, Any], frozenset[str]
-    ]: ...
+        self,
+        content: str,
+        message_id: str,
+        agent: str,
+        reply_to: str | None,
+        hist: Any,
+        as_json: bool = False,
+    ) -> tuple[Any, str, float, tuple[int, int, int, int, int, int], int, int, Any, frozenset[str]]: ...
