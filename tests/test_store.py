@@ -93,6 +93,55 @@ def test_an_older_store_is_upgraded_by_the_missing_migrations_only(tmp_path: Pat
     upgraded.close()
 
 
+def test_tags_move_to_a_rowid_table_with_every_version_kept(tmp_path: Path) -> None:
+    """Migration 0004 rebuilds tags as a rowid table: every version, its columns and the current flag kept."""
+    path = tmp_path / "aced.sqlite3"
+    store = open_test_store(path)
+    records = [make_record(i) for i in range(3)]
+    store.commit_batch(records, [])
+    for i, record in enumerate(records):
+        store.add_tags(record.envelope.message_id, make_tags("C", version="rules-1"))
+        if i:
+            store.add_tags(record.envelope.message_id, make_tags("A", 90, 80, version="rules-2"))
+    store.close()
+    conn = _raw(path)
+    before = conn.execute("SELECT * FROM tags ORDER BY message_id, tagger_version").fetchall()
+    # make it look like a store from before 0004: tags as 0001 created them
+    conn.execute("DELETE FROM schema_migrations WHERE version = 4")
+    conn.execute("ALTER TABLE tags RENAME TO tags_new_layout")
+    conn.execute("DROP INDEX tags_current")
+    columns = _migration_sql(1).split("CREATE TABLE tags (", 1)[1].split(") WITHOUT ROWID;", 1)[0]
+    conn.execute(f"CREATE TABLE tags ({columns}) WITHOUT ROWID")
+    conn.execute("CREATE UNIQUE INDEX tags_current ON tags (message_id) WHERE is_current = 1")
+    conn.execute("INSERT INTO tags SELECT * FROM tags_new_layout")
+    conn.execute("DROP TABLE tags_new_layout")
+    assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tags'").fetchone()[0]
+    conn.close()
+
+    upgraded = open_test_store(path)
+    assert upgraded.applied_migrations() == [v for v, _, _ in available_migrations()]
+    assert upgraded.read("SELECT * FROM tags ORDER BY message_id, tagger_version") == before
+    assert len(before) == 5
+    assert "WITHOUT ROWID" not in upgraded.read("SELECT sql FROM sqlite_master WHERE name = 'tags'")[0][0]
+    assert upgraded.tag_history(records[1].envelope.message_id)[-1].tier == "A"
+    upgraded.close()
+    raw = _raw(path)
+    with pytest.raises(sqlite3.IntegrityError):  # the key (message_id, tagger_version) came along
+        raw.execute("INSERT INTO tags SELECT * FROM tags LIMIT 1")
+    with pytest.raises(sqlite3.IntegrityError):  # so did "one current version per message"
+        raw.execute(
+            "INSERT INTO tags SELECT message_id, 'other', 1, added_us, tier, tier_rule, tier_confidence, "
+            "novelty, emergence, novelty_signal, solution_quality, assumption_challenge, error_correction, "
+            "cross_domain_synthesis, specialization_recognition, evidence FROM tags "
+            "WHERE is_current = 1 LIMIT 1"
+        )
+    raw.close()
+
+
+def _migration_sql(version: int) -> str:
+    return next(sql for v, _, sql in available_migrations() if v == version)
+
+
 def test_wal_mode_and_synchronous_from_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", sqlite_synchronous="EXTRA")
     store = open_store(settings)
