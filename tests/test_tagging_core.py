@@ -115,6 +115,7 @@ def _odd_texts(n: int, seed: int) -> list[str]:
         "- one\n- two\n- three",
         "1. one\n2) two\n10. ten",
         "Décidé : on garde Redis.",
+        "İ" * (SCAN_CHARS + 100),  # lower-casing lengthens it: more tokens than scanned characters / 2
         "我们应该使用 Redis 吗？",
     ]
     for _ in range(n):
@@ -223,3 +224,26 @@ def test_the_evidence_writer_formats_floats_as_orjson() -> None:
     # what it leaves to orjson: more than two decimals, huge, not finite
     for x in (0.123, 1e-5, 1e12, float("nan"), float("inf")):
         assert _core.json_float(x) is None
+
+
+def test_a_core_refuses_a_second_message_while_it_tags_one() -> None:
+    """Its scratch buffers belong to one call: a call made from inside another (here from the history's
+    ``seen``, as another thread could) fails loudly instead of corrupting the first call's tags."""
+    if not core_available():
+        pytest.skip("the compiled core was not built")
+    from daemon.tagging.history import ConversationHistory
+
+    core = build_core(DEFAULT_INDEX, default_model(), "compiled")
+
+    class Reentrant(ConversationHistory):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> object:
+            if name == "seen":
+                core.tag("and a second message", "m2", "claude", None, ConversationHistory(5))
+            return super().__getattribute__(name)
+
+    with pytest.raises(RuntimeError, match="one message at a time"):
+        core.tag("the first message with some words", "m1", "claude", None, Reentrant(5))
+    # and the core is usable again afterwards
+    assert core.tag("the first message", "m1", "claude", None, ConversationHistory(5))[0] in "ACE"

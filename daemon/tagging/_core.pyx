@@ -245,6 +245,8 @@ cdef class Core:
     cdef int slot[N_FAM_IDS]
     # scratch, per message
     cdef int *tok_ids
+    cdef Py_ssize_t tok_cap
+    cdef bint busy  # in tag(): the scratch buffers are in use
     cdef unsigned char *rank_seen
     cdef int *found
     cdef int *counts
@@ -394,6 +396,7 @@ cdef class Core:
         self.used_im = <double*>_alloc(self.max_used * sizeof(double))
         self.used_name = <PyObject**>_alloc(self.max_used * sizeof(PyObject*))
         self.tok_ids = <int*>_alloc((self._scan_chars + 2) * sizeof(int))
+        self.tok_cap = self._scan_chars + 2
         # -- the vocabulary: stopwords, the markers' words, the model's words
         by_token = tables["by_token"] if tables is not None else {}
         vocab = {}
@@ -583,6 +586,7 @@ cdef class Core:
             feats.truncated = py.truncated
             vocab = self._vocab
             feats.ntok = len(feats.tokens)
+            self._reserve_tokens(feats.ntok)
             for i in range(feats.ntok):
                 self.tok_ids[i] = vocab.get(feats.tokens[i], -1)
                 feats.has_not |= self.tok_ids[i] == _NOT_ID
@@ -794,6 +798,17 @@ cdef class Core:
         novelty, emergence, evidence, the message's content terms). ``hist``: its conversation's
         ``ConversationHistory``, whose seen terms this updates. ``as_json``: the evidence as its JSON text
         (what ``orjson.dumps`` makes of the dict) where the core can write it, else the dict."""
+        if self.busy:
+            # the scratch buffers belong to the call in progress (another thread's, or a callback's)
+            raise RuntimeError("a tagger core tags one message at a time; do not share a RulesTagger "
+                               "between threads")
+        self.busy = True
+        try:
+            return self._tag(content, message_id, agent, reply_to, hist, as_json)
+        finally:
+            self.busy = False
+
+    cdef tuple _tag(self, str content, str message_id, str agent, reply_to, hist, bint as_json):
         cdef Features feats = self._features(content, True)
         cdef Py_ssize_t ntok = feats.ntok, i, j
         cdef int nf = 0, r, f, nfam = 0, t, x, node, k
@@ -852,6 +867,19 @@ cdef class Core:
                 self.rank_seen[self.found[x]] = 0
             memset(counts, 0, self.n_families * sizeof(int))
             self.n_found = 0
+
+    cdef int _reserve_tokens(self, Py_ssize_t n) except -1:
+        """Room for ``n`` token ids (the Python tokeniser may cut more tokens than the scanned characters
+        allow the ASCII one: lower-casing can lengthen text)."""
+        cdef int *ids
+        if n + 2 <= self.tok_cap:
+            return 0
+        ids = <int*>PyMem_Realloc(self.tok_ids, (n + 2) * sizeof(int))
+        if ids == NULL:
+            raise MemoryError()
+        self.tok_ids = ids
+        self.tok_cap = n + 2
+        return 0
 
     cdef dict _hits_dict(self, int nfam, bint not_figure):
         """family -> markers found (``MarkerIndex.match``): families in the order of their first marker,
