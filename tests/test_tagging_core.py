@@ -247,3 +247,19 @@ def test_a_core_refuses_a_second_message_while_it_tags_one() -> None:
         core.tag("the first message with some words", "m1", "claude", None, Reentrant(5))
     # and the core is usable again afterwards
     assert core.tag("the first message", "m1", "claude", None, ConversationHistory(5))[0] in "ACE"
+
+
+def test_lexicons_the_core_cannot_run_fall_back_to_python() -> None:
+    from daemon.tagging.markers import MarkerIndex
+
+    index = MarkerIndex({"A.choice": ("should we",), "C.agree": ("agreed",)})
+    tagger = RulesTagger(index=index, tier_model=None)
+    assert not tagger.compiled
+    assert tagger.tag_text("Agreed. Should we ship it, not 3?", "c", "m", "claude").evidence["markers"] == {
+        "A.choice": ["should we"],
+        "C.agree": ["agreed"],
+        "error_correction.flaw": ["not <figure>"],
+    }
+    if core_available():
+        with pytest.raises(ValueError, match=r"error_correction\.flaw"):
+            RulesTagger(index=index, core="compiled")

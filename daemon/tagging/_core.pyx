@@ -7,13 +7,16 @@ What it reimplements, step by step (``tests/test_tagging_core.py`` compares the 
 message, on the benchmark's messages and on odd input):
 
 * ``text.extract`` for ASCII text: fences, quoted lines, table rows, list items, inline code, lower-casing,
-  the ASCII tokeniser, digits and question marks, with plain byte loops instead of regexes. Any other text
-  (non-ASCII, or two apostrophes in a row) goes through the Python ``extract``;
-* ``MarkerIndex.match``: markers are looked up by their first word and compared word by word (a marker
-  " go with " is in " tok1 tok2 ... " exactly when its words are consecutive tokens);
+  the word regex's tokens, digits and question marks, with byte loops instead of regexes; each token is
+  looked up in the vocabulary (stopwords, the markers' words, the model's words) on its bytes, before a
+  str is made of it. Text that is not ASCII goes through the Python ``extract``;
+* ``MarkerIndex.match``: a trie over the vocabulary ids of the markers' words, walked from every token (a
+  marker " go with " is in " tok1 tok2 ... " exactly when its words are consecutive tokens);
 * term novelty, ``classify_tier``, ``TierModel.decide`` and the six signal steps, with the lexicon checks
   the steps make (which markers are strong corrections, explicit bridges, ...) turned into per-marker flags
-  when the core is built.
+  when the core is built;
+* for the daemon's path, the evidence's JSON text, byte for byte what ``orjson.dumps`` writes for the
+  evidence dict (left to orjson when a string would need escaping).
 
 All lexicons, weights and thresholds that are data (markers, flags, model weights) come from the Python
 modules when the core is built; the arithmetic of the steps is written out here a second time, in the same
@@ -22,7 +25,6 @@ order, so that every float is the same.
 
 from libc.math cimport exp, floor, log1p, rint, signbit
 from libc.stdio cimport snprintf
-from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.ref cimport PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc

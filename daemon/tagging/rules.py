@@ -431,6 +431,11 @@ def build_core(index: MarkerIndex, tier_model: TierModel | None, choice: CoreCho
             "ACED_TAG_CORE=compiled, but the compiled tagger core was not built "
             "(reinstall with a C compiler and the Python headers: pip install -e .)"
         )
+    if "error_correction.flaw" not in {family for family, _ in index.ranked}:
+        # the core lists a corrected figure under that family; lexicons without it run in Python
+        if choice == "compiled":
+            raise ValueError("the compiled tagger core needs lexicons with an error_correction.flaw family")
+        return None
     # what the steps ask of a marker's text, asked once here: the core reads one flag per marker
     flags = []
     for family, marker in index.ranked:
