@@ -179,8 +179,11 @@ class TierModel:
                 contribution = value * w
                 z += contribution
                 used.append((name, contribution))
-        # each distinct word once, in the order of its first occurrence (see the markers above)
-        words = sum(filter(None, map(self._by_token.get, dict.fromkeys(features.tokens))), 0j)
+        # each distinct word once, in the order of its first occurrence (see the markers above), added one by
+        # one: sum() may compensate rounding errors in later Pythons, the compiled core does not
+        words = 0j
+        for w in filter(None, map(self._by_token.get, dict.fromkeys(features.tokens))):
+            words += w
         return self._decision(z + words, used, words)
 
     def decide_features(self, fv: Mapping[str, float]) -> ModelDecision:
