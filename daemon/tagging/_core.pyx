@@ -215,7 +215,7 @@ cdef class Features:
 cdef class Core:
     """The compiled pipeline for one marker index and one tier model (or none)."""
 
-    cdef object _extract, _not_figure_search, _round, _not_figure
+    cdef object _extract, _not_figure_search, _not_figure
     cdef frozenset _agent_names
     cdef Py_ssize_t _scan_chars
     # every word a marker, the stopwords or the model knows -> its id; by id: stopword?, the trie node of
@@ -356,7 +356,6 @@ cdef class Core:
         self._not_figure = not_figure
         self._agent_names = frozenset(agent_names)
         self._scan_chars = scan_chars
-        self._round = round
         self._fixed_names = ("vote:A", "vote:C", "vote:E", "rule:A", "rule:C", "rule:E") + SHAPE_NAMES + ("words",)
         # -- ranks, families, markers
         self.family_names = []

@@ -36,6 +36,13 @@ log = structlog.get_logger()
 #: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
 RULES_VERSION = "rules-4"
 
+
+def rules_version(tier_model: bool) -> str:
+    """The ``tagger_version`` of the rules' tags: :data:`RULES_VERSION`, with ``-votes`` when the
+    hand-weighted votes decide the tier instead of the tier model."""
+    return RULES_VERSION if tier_model else RULES_VERSION + "-votes"
+
+
 Hits = dict[str, list[str]]
 #: What the tagger needs of a message: (message_id, agent, conversation_id, reply_to, content).
 MessageFields = tuple[str, str, str, str | None, str]
@@ -420,17 +427,24 @@ def core_available() -> bool:
     return _core is not None
 
 
-def build_core(index: MarkerIndex, tier_model: TierModel | None, choice: CoreChoice | None = None) -> Any:
-    """The compiled pipeline for ``index`` and ``tier_model``, or ``None`` where the Python steps run
-    (``choice`` ``"python"``, or ``"auto"`` without a built core)."""
+def require_core(choice: CoreChoice | None = None) -> CoreChoice:
+    """:func:`core_choice`, and a ``ValueError`` (one readable line) when it is ``"compiled"`` on an
+    install whose core was not built."""
     choice = core_choice(choice)
-    if choice == "python" or (choice == "auto" and _core is None):
-        return None
-    if _core is None:
+    if choice == "compiled" and _core is None:
         raise ValueError(
             "ACED_TAG_CORE=compiled, but the compiled tagger core was not built "
             "(reinstall with a C compiler and the Python headers: pip install -e .)"
         )
+    return choice
+
+
+def build_core(index: MarkerIndex, tier_model: TierModel | None, choice: CoreChoice | None = None) -> Any:
+    """The compiled pipeline for ``index`` and ``tier_model``, or ``None`` where the Python steps run
+    (``choice`` ``"python"``, or ``"auto"`` without a built core)."""
+    choice = require_core(choice)
+    if choice == "python" or _core is None:
+        return None
     if "error_correction.flaw" not in {family for family, _ in index.ranked}:
         # the core lists a corrected figure under that family; lexicons without it run in Python
         if choice == "compiled":
@@ -478,7 +492,7 @@ class RulesTagger:
     ``max_conversations`` conversations. Never reads ``sender_tags``.
     """
 
-    #: RULES_VERSION, or RULES_VERSION + "-votes" when the hand-weighted votes decide the tier
+    #: see :func:`rules_version`
     version: str = RULES_VERSION
 
     def __init__(
@@ -500,8 +514,7 @@ class RulesTagger:
         self._index = index
         #: the linear model that makes the final tier decision (None: the hand-weighted votes decide)
         self._tier_model = default_model() if tier_model == "default" else tier_model
-        if self._tier_model is None:
-            self.version = RULES_VERSION + "-votes"
+        self.version = rules_version(self._tier_model is not None)
         self._core = build_core(index, self._tier_model, core)
 
     @property

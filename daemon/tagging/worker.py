@@ -78,14 +78,12 @@ class ProcessTagger:
         tier model decides the tier (else the rules' votes); ``processes``: child processes, the
         conversations divided between them; ``core``: which implementation of the rules' steps the children
         run (checked here, so that a core that was not built fails the start, not every batch)."""
-        from daemon.tagging.rules import RULES_VERSION, core_available
+        from daemon.tagging.rules import require_core, rules_version
 
         if processes < 1:
             raise ValueError("a process tagger needs at least one process")
-        if core == "compiled" and not core_available():
-            raise ValueError("tag_core is 'compiled', but the compiled tagger core was not built")
-        self._core = core
-        self.version = RULES_VERSION if tier_model else RULES_VERSION + "-votes"
+        self._core = require_core(core)
+        self.version = rules_version(tier_model)
         self._history = history
         self._tier_model = tier_model
         self._shards = [_Shard() for _ in range(processes)]
