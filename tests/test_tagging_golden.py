@@ -1,6 +1,6 @@
 """The rules tagger's output, frozen: every tag, score, rule and evidence entry, in its exact order.
 
-``tests/data/tagging/golden_tags.jsonl`` holds what the rules tagger (RULES_VERSION ``rules-4``) produced for
+``tests/data/tagging/golden_tags.jsonl`` holds what the rules tagger (RULES_VERSION ``rules-5``) produced for
 the first 2,000 messages of ``bench/tagging_speed.py``'s ``make_messages(10000, 0)`` (tagged by one
 RulesTagger in batches of 500, as the daemon does), then for ``dev.jsonl`` and ``heldout.jsonl`` as
 ``aced tag`` sees them (each file through its own ``tag_stream``). Speed work on the tagger must keep every

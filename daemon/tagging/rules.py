@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - CI builds it, and a test says so
 log = structlog.get_logger()
 
 #: Bump when a lexicon, weight or threshold changes: tags of different versions live side by side.
-RULES_VERSION = "rules-4"
+RULES_VERSION = "rules-5"
 
 
 def rules_version(tier_model: bool) -> str:
@@ -263,7 +263,7 @@ def score_assumption_challenge(ctx: MessageContext) -> SignalScore:
 
 _STRONG_CORRECTION = frozenset(
     {
-        "correction", "bug", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
+        "correction", "is wrong", "was wrong", "were wrong", "conflicts with", "never defined",
         "needs a fix", "doesn't hold", "mixed up", "i mixed up", "didn't add up", "i claimed",
         "that's not right", "i don't think that's right", "correction to my", "i was wrong", "would lose",
         "would drop", "are wrong", "not <figure>", "overstated", "my mistake", "won't work", "doesn't work",
@@ -271,7 +271,7 @@ _STRONG_CORRECTION = frozenset(
         "is void", "not a real", "the wrong", "won't hold", "will miss", "doesn't match",
         "check the arithmetic", "overstates", "understates", "can't work as written", "nowhere near",
         "it's on us", "my bad", "need fixing", "can't stand", "that figure is", "reopens", "the 2.5x is off",
-        "is off", "theory is out", "isn't the cause",
+        "theory is out", "isn't the cause", "that one's on me", "i got that wrong",
     }
 )  # fmt: skip
 
