@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from daemon.intake import IntakeLimits, RawEntry, dead_letter, intake
 from daemon.metrics import Counters
 from daemon.store.base import CommitResult, Store, StoreUnavailable, TagRow
 from daemon.streams import StreamOps
-from daemon.tagging.base import NoOpTagger, Tagger
+from daemon.tagging.base import NoOpTagger, PendingTags, Tagger
 from schemas import DeadLetter, Event, Record, RejectReason, Tags
 from schemas._types import utc_now
 
@@ -65,7 +65,7 @@ class Prepared:
     records: list[Record]
     letters: list[DeadLetter]
     #: tags a tagger in another process is computing, in the store's form (see ``ProcessTagger``)
-    pending_tags: Future[list[TagRow | None]] | None = None
+    pending_tags: PendingTags | None = None
 
 
 def _with_tags(records: list[Record], tags: Sequence[Tags | None]) -> list[Record]:

@@ -44,8 +44,8 @@ def test_a_dead_child_raises_and_the_next_batch_gets_a_new_one() -> None:
     child = ProcessTagger()
     try:
         assert child.tag_batch(messages[:1])[0] is not None
-        pool = child._executor()
-        pid = next(iter(pool._processes))  # the one worker process we started
+        pid = child.pids()[0]  # the one child process we started
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(BrokenProcessPool):
             child.tag_batch(messages[1:2])
@@ -94,7 +94,7 @@ def test_several_children_give_the_tags_of_one() -> None:
         assert got == expected
         # the conversations really were divided
         assert len({children._shard_of(m.conversation_id) for m in messages}) > 1
-        assert sum(shard.pool is not None for shard in children._shards) > 1
+        assert sum(pid is not None for pid in children.pids()) > 1
     finally:
         children.close()
 

@@ -7,9 +7,12 @@ and must never raise for odd content (empty, huge, code, non-English): it return
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from schemas import AgentMessage, Tags
+
+if TYPE_CHECKING:
+    from daemon.store.base import TagRow
 
 
 class Tagger(Protocol):
@@ -25,6 +28,14 @@ class Tagger(Protocol):
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
         """Load a conversation's earlier messages (oldest first) before tagging new ones, e.g. after a
         restart. A tagger that keeps no history may ignore it."""
+
+
+class PendingTags(Protocol):
+    """Tags being computed elsewhere (another process): what a tagger's ``submit_rows`` returns."""
+
+    def result(self, timeout: float | None = None) -> list[TagRow | None]:
+        """Each message's tags in the store's form, in order (``None``: that message could not be tagged);
+        raises when the batch could not be tagged at all or did not finish within ``timeout`` seconds."""
 
 
 class NoOpTagger:

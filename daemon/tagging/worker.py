@@ -12,13 +12,17 @@ child: a tag depends on its message and its own conversation's history only.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
+import queue
+import signal
 import threading
+import time
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
@@ -29,7 +33,7 @@ from schemas import AgentMessage, Tags
 
 log = structlog.get_logger()
 
-#: The child's tagger, built once by the pool initializer.
+#: The child's tagger, built once when the child starts (:func:`_child_main`).
 _CHILD_TAGGER: Any = None
 
 
@@ -57,19 +61,175 @@ def _child_tag(
     return rows_out
 
 
-class _Shard:
-    """One child process (started on first use) and the histories to load into it before its next batch."""
+def _child_main(conn: Connection, history: int, tier_model: bool, core: CoreChoice) -> None:
+    """The child process: build the tagger, then answer each request (``primes, rows``) in order with
+    ``(True, rows)`` or ``(False, error text)``, until ``None`` or the parent's end of the pipe closes.
 
-    __slots__ = ("pool", "primes")
+    Two threads move the requests and answers through the pipe while the main thread tags: the parent's
+    send of the next batch returns as soon as this child has read it, not when the child is done with the
+    previous batch; and the child tags the next batch while the parent has not yet read the last answer.
+    """
+    # The parent decides when its child stops (close() sends None); a Ctrl-C to the process group must not
+    # kill the child under a daemon that is still draining its batches.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_child(history, tier_model, core)
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    answers: queue.SimpleQueue[tuple[bool, Any] | None] = queue.SimpleQueue()
 
-    def __init__(self) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        #: sent with the next batch: one round trip instead of one per history
-        self.primes: list[tuple[str, list[MessageFields]]] = []
+    def read() -> None:
+        try:
+            while (request := conn.recv()) is not None:
+                requests.put(request)
+        except (EOFError, OSError):
+            pass
+        requests.put(None)
+
+    def write() -> None:
+        try:
+            while (answer := answers.get()) is not None:
+                conn.send(answer)
+        except OSError:  # the parent is gone
+            pass
+
+    reader = threading.Thread(target=read, name="requests", daemon=True)
+    writer = threading.Thread(target=write, name="answers")
+    reader.start()
+    writer.start()
+    while (request := requests.get()) is not None:
+        try:
+            reply: tuple[bool, Any] = (True, _child_tag(*request))
+        except Exception as exc:  # reported to the batch's waiter; the child stays up for the next batch
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        answers.put(reply)
+    answers.put(None)
+    writer.join()
+
+
+class _Child:
+    """One child process and the pipe to it. Requests are numbered as they are sent; the child answers
+    them in that order, and whoever waits for answer ``n`` reads (and keeps) the answers before it."""
+
+    __slots__ = (
+        "_abandoned",
+        "_answers",
+        "_read_lock",
+        "_received",
+        "_send_lock",
+        "_sent",
+        "conn",
+        "process",
+    )
+
+    def __init__(self, history: int, tier_model: bool, core: CoreChoice) -> None:
+        ctx = multiprocessing.get_context("spawn")  # safe beside threads and an event loop
+        self.conn, child_end = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_child_main, args=(child_end, history, tier_model, core), name="aced-tagger", daemon=True
+        )
+        self.process.start()
+        child_end.close()  # the child holds it now; when the child dies, our reads see the end of the pipe
+        self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._sent = 0
+        self._received = 0
+        self._answers: dict[int, tuple[bool, Any]] = {}
+        self._abandoned: set[int] = set()
+
+    def send(self, request: tuple[list[tuple[str, list[MessageFields]]], list[MessageFields]]) -> int:
+        """Send one request (pickled here, in the caller's thread) and return its number."""
+        with self._send_lock:
+            try:
+                self.conn.send(request)
+            except OSError as exc:  # the child is gone (EPIPE, ECONNRESET)
+                raise BrokenProcessPool(f"the tagger process is gone: {exc}") from exc
+            self._sent += 1
+            return self._sent
+
+    def answer(self, number: int, timeout: float | None) -> tuple[bool, Any]:
+        """The answer to request ``number``; reads the answers before it first. ``TimeoutError`` when it
+        has not come within ``timeout`` seconds (it is then dropped when it comes); ``BrokenProcessPool``
+        when the child died."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._read_lock:
+            while number not in self._answers:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    if not self.conn.poll(left):
+                        self._abandoned.add(number)
+                        raise TimeoutError(f"no tags from the tagger process within {timeout} s")
+                    answer = self.conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise BrokenProcessPool(
+                        f"the tagger process is gone (exit code {self.exitcode()})"
+                    ) from exc
+                self._received += 1
+                if self._received in self._abandoned:
+                    self._abandoned.discard(self._received)
+                else:
+                    self._answers[self._received] = answer
+            return self._answers.pop(number)
+
+    def exitcode(self) -> int | None:
+        """The child's exit code once it has ended (a negative number: the signal that ended it)."""
+        self.process.join(0.5)
+        return self.process.exitcode
+
+    def close(self, timeout_s: float) -> None:
+        """Ask the child to exit, wait up to ``timeout_s``, then terminate it."""
+        with contextlib.suppress(OSError), self._send_lock:
+            self.conn.send(None)
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            log.warning("tagger_process_terminated", pid=self.process.pid)
+            self.process.terminate()
+            self.process.join(5)
+        self.conn.close()
+
+
+class PendingRows:
+    """The tags of one batch that child processes are computing (what ``submit_rows`` returns)."""
+
+    __slots__ = ("_messages", "_owner", "_parts", "_size")
+
+    def __init__(
+        self,
+        owner: ProcessTagger,
+        messages: Sequence[AgentMessage],
+        parts: list[tuple[int, _Child, list[int], int]],
+    ) -> None:
+        self._owner = owner
+        self._messages = messages
+        self._parts = parts  # (shard, child, the batch's indexes it tags, request number)
+        self._size = len(messages)
+
+    def result(self, timeout: float | None = None) -> list[TagRow | None]:
+        """Each message's tags in the store's form (:data:`~daemon.store.base.TagRow`), in order, ``None``
+        where tagging failed. Raises ``TimeoutError`` after ``timeout`` seconds, ``BrokenProcessPool`` if a
+        child died (the next batch starts a new one) and ``RuntimeError`` if a child could not tag the
+        batch at all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: list[TagRow | str] = [""] * self._size
+        for shard, child, indexes, number in self._parts:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ok, rows = child.answer(number, left)
+            except BrokenProcessPool:
+                self._owner._died(shard, child)
+                raise
+            if not ok:
+                raise RuntimeError(f"the tagger process failed on a batch: {rows}")
+            for i, row in zip(indexes, rows, strict=True):
+                results[i] = row
+        return ProcessTagger._checked(self._messages, results)
 
 
 class ProcessTagger:
-    """The rules tagger in child processes (``spawn``: safe beside threads and an event loop)."""
+    """The rules tagger in child processes (``spawn``: safe beside threads and an event loop).
+
+    Each child is a plain process with one pipe: a batch is pickled and sent by the thread that submits it,
+    and its answer is read by the thread that waits for it. (A ``ProcessPoolExecutor`` moved both through
+    two threads of its own, whose hand-offs of the interpreter lock added latency to every batch.)
+    """
 
     def __init__(
         self, history: int = 20, tier_model: bool = True, processes: int = 1, core: CoreChoice = "auto"
@@ -86,84 +246,61 @@ class ProcessTagger:
         self.version = rules_version(tier_model)
         self._history = history
         self._tier_model = tier_model
-        self._shards = [_Shard() for _ in range(processes)]
+        self._children: list[_Child | None] = [None] * processes
+        #: per child: the histories to load before its next batch (sent with it: one round trip, not two)
+        self._primes: list[list[tuple[str, list[MessageFields]]]] = [[] for _ in range(processes)]
+        self._lock = threading.Lock()
 
     def _shard_of(self, conversation_id: str) -> int:
         # crc32, not hash(): the same conversation goes to the same child in every run
-        n = len(self._shards)
+        n = len(self._children)
         return zlib.crc32(conversation_id.encode("utf-8", "surrogatepass")) % n if n > 1 else 0
 
-    def _executor(self, shard: int = 0) -> ProcessPoolExecutor:
-        state = self._shards[shard]
-        if state.pool is None:
-            state.pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_child,
-                initargs=(self._history, self._tier_model, self._core),
-            )
-        return state.pool
+    def _child(self, shard: int) -> _Child:
+        """The shard's child process, started on first use (and again after it died)."""
+        with self._lock:
+            child = self._children[shard]
+            if child is None:
+                child = _Child(self._history, self._tier_model, self._core)
+                self._children[shard] = child
+            return child
+
+    def pids(self) -> list[int | None]:
+        """The process ids of the children started so far (``None``: not started, or died)."""
+        return [None if c is None else c.process.pid for c in self._children]
 
     def tag_batch(self, messages: Sequence[AgentMessage]) -> list[Tags | None]:
         """Tag in the children and wait; a message that could not be tagged gets ``None``. A dead child
         raises ``BrokenProcessPool`` and is replaced by the next call (the histories it held are lost)."""
         return [None if row is None else tags_from_row(row) for row in self.submit_rows(messages).result()]
 
-    def submit_rows(self, messages: Sequence[AgentMessage]) -> Future[list[TagRow | None]]:
-        """Send a batch to the children and return at once; the future holds each message's tags in the
-        store's form (:data:`~daemon.store.base.TagRow`), in order, ``None`` where tagging failed. Each
-        child tags its part in submission order, so every message sees the history of the ones before."""
-        done: Future[list[TagRow | None]] = Future()
-        if not messages:
-            done.set_result([])
-            return done
+    def submit_rows(self, messages: Sequence[AgentMessage]) -> PendingRows:
+        """Send a batch to the children and return at once; ``result()`` of what is returned gives each
+        message's tags in the store's form, in order. Each child tags its part in submission order, so every
+        message sees the history of the ones before."""
         by_shard: dict[int, list[int]] = {}
         for i, message in enumerate(messages):
             by_shard.setdefault(self._shard_of(message.conversation_id), []).append(i)
-        parts: list[tuple[int, list[int], Future[list[TagRow | str]]]] = []
+        parts: list[tuple[int, _Child, list[int], int]] = []
         for shard, indexes in by_shard.items():
-            state = self._shards[shard]
-            primes, state.primes = state.primes, []
+            child = self._child(shard)
+            primes, self._primes[shard] = self._primes[shard], []
             try:
-                child = self._executor(shard).submit(
-                    _child_tag, primes, [message_fields(messages[i]) for i in indexes]
-                )
-            except BrokenProcessPool as exc:
-                self._died(shard)
-                done.set_exception(exc)
-                return done
-            parts.append((shard, indexes, child))
-        left = [len(parts)]
-        lock = threading.Lock()
+                number = child.send((primes, [message_fields(messages[i]) for i in indexes]))
+            except BrokenProcessPool:
+                self._died(shard, child)
+                raise
+            parts.append((shard, child, indexes, number))
+        return PendingRows(self, messages, parts)
 
-        def finish(_: Future[list[TagRow | str]]) -> None:
-            with lock:  # the callbacks run in the pools' own threads
-                left[0] -= 1
-                if left[0]:
-                    return
-            results: list[TagRow | str] = [""] * len(messages)
-            try:
-                for shard, indexes, child in parts:
-                    try:
-                        rows = child.result()
-                    except BrokenProcessPool:
-                        self._died(shard)
-                        raise
-                    for i, row in zip(indexes, rows, strict=True):
-                        results[i] = row
-                done.set_result(self._checked(messages, results))
-            except Exception as exc:  # surfaced to whoever waits on the batch
-                done.set_exception(exc)
-
-        for _, _, child in parts:
-            child.add_done_callback(finish)
-        return done
-
-    def _died(self, shard: int) -> None:
-        # A broken pool has already lost its process; the next batch starts a new one. (No shutdown()
-        # here: this may run in the pool's own management thread.)
-        log.error("tagger_process_died", shard=shard)
-        self._shards[shard].pool = None
+    def _died(self, shard: int, child: _Child) -> None:
+        # The next batch starts a new child; the histories this one held are lost.
+        with self._lock:
+            if self._children[shard] is child:
+                log.error("tagger_process_died", shard=shard, exitcode=child.exitcode())
+                self._children[shard] = None
+        with contextlib.suppress(OSError):
+            child.conn.close()
 
     @staticmethod
     def _checked(messages: Sequence[AgentMessage], results: list[TagRow | str]) -> list[TagRow | None]:
@@ -179,21 +316,13 @@ class ProcessTagger:
     def prime(self, conversation_id: str, history: Sequence[AgentMessage]) -> None:
         """Load a conversation's earlier messages into its child's history (sent with the next batch,
         before its messages are tagged)."""
-        shard = self._shards[self._shard_of(conversation_id)]
-        shard.primes.append((conversation_id, [message_fields(m) for m in history]))
+        self._primes[self._shard_of(conversation_id)].append(
+            (conversation_id, [message_fields(m) for m in history])
+        )
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the child processes: ask them to exit, wait up to ``timeout_s`` each, then terminate."""
-        for state in self._shards:
-            pool, state.pool = state.pool, None
-            if pool is None:
-                continue
-            # Not shutdown(wait=True): it has no timeout, and a stuck child must not hang the daemon's exit.
-            processes = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.join(timeout_s)
-                if process.is_alive():
-                    log.warning("tagger_process_terminated", pid=process.pid)
-                    process.terminate()
-                    process.join(5)
+        for shard, child in enumerate(self._children):
+            self._children[shard] = None
+            if child is not None:
+                child.close(timeout_s)
