@@ -102,3 +102,28 @@ def test_several_children_give_the_tags_of_one() -> None:
 def test_process_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least one process"):
         ProcessTagger(processes=0)
+
+
+def test_a_late_batch_times_out_and_its_answer_is_not_taken_for_the_next() -> None:
+    """A child that stops answering fails the batch's wait after its timeout; when it answers later, that
+    answer is dropped, and the next batch gets its own tags (answers are matched to batches by number)."""
+    messages = _conversation()
+    local = RulesTagger(history=20)
+    child = ProcessTagger(history=20)
+    try:
+        assert child.tag_batch(messages[:1]) == local.tag_batch(messages[:1])
+        pid = child.pids()[0]
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the child can no longer answer
+        try:
+            late = child.submit_rows(messages[1:2])
+            with pytest.raises(TimeoutError):
+                late.result(timeout=0.2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        expected_late = local.tag_batch(messages[1:2])  # the child tagged it too: same history on both sides
+        assert expected_late[0] is not None
+        assert child.tag_batch(messages[2:]) == local.tag_batch(messages[2:])
+        assert child.pids()[0] == pid  # the same child, still in step
+    finally:
+        child.close()

@@ -154,14 +154,16 @@ class _Child:
             while number not in self._answers:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    if not self.conn.poll(left):
-                        self._abandoned.add(number)
-                        raise TimeoutError(f"no tags from the tagger process within {timeout} s")
-                    answer = self.conn.recv()
+                    ready = self.conn.poll(left)
+                    if ready:
+                        answer: tuple[bool, Any] = self.conn.recv()
                 except (EOFError, OSError) as exc:
                     raise BrokenProcessPool(
                         f"the tagger process is gone (exit code {self.exitcode()})"
                     ) from exc
+                if not ready:  # raised here, not in the try: TimeoutError is an OSError
+                    self._abandoned.add(number)
+                    raise TimeoutError(f"no tags from the tagger process within {timeout} s")
                 self._received += 1
                 if self._received in self._abandoned:
                     self._abandoned.discard(self._received)
