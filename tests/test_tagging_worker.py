@@ -127,3 +127,31 @@ def test_a_late_batch_times_out_and_its_answer_is_not_taken_for_the_next() -> No
         assert child.pids()[0] == pid  # the same child, still in step
     finally:
         child.close()
+
+
+def test_a_late_child_does_not_put_the_other_children_out_of_step() -> None:
+    """With two children, a batch whose first child stops answering times out; the other child's answer to
+    that batch is dropped (not kept for a waiter that will never come), and later batches still get their
+    own tags."""
+    messages = _interleaved_conversations()
+    local = RulesTagger(history=20)
+    children = ProcessTagger(history=20, processes=2)
+    try:
+        assert children.tag_batch(messages[:20]) == local.tag_batch(messages[:20])
+        late_batch = messages[20:40]
+        assert len({children._shard_of(m.conversation_id) for m in late_batch}) == 2
+        first_pid = children.pids()[children._shard_of(late_batch[0].conversation_id)]
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGSTOP)  # the child whose answer the batch reads first
+        try:
+            with pytest.raises(TimeoutError):
+                children.submit_rows(late_batch).result(timeout=0.2)
+        finally:
+            os.kill(first_pid, signal.SIGCONT)
+        local.tag_batch(late_batch)  # both children tagged it: keep the reference's histories the same
+        for i in range(40, len(messages), 20):
+            assert children.tag_batch(messages[i : i + 20]) == local.tag_batch(messages[i : i + 20])
+        # answers are matched to batches by number; the dropped ones are not kept either
+        assert all(not child._answers for child in children._children if child is not None)
+    finally:
+        children.close()

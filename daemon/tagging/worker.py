@@ -171,6 +171,12 @@ class _Child:
                     self._answers[self._received] = answer
             return self._answers.pop(number)
 
+    def abandon(self, number: int) -> None:
+        """Nobody will wait for answer ``number``: drop it, now or when it comes."""
+        with self._read_lock:
+            if self._answers.pop(number, None) is None and number > self._received:
+                self._abandoned.add(number)
+
     def exitcode(self) -> int | None:
         """The child's exit code once it has ended (a negative number: the signal that ended it)."""
         self.process.join(0.5)
@@ -180,12 +186,14 @@ class _Child:
         """Ask the child to exit, wait up to ``timeout_s``, then terminate it."""
         with contextlib.suppress(OSError), self._send_lock:
             self.conn.send(None)
+        # Closed before the wait: the child still reads the None sent above, and an answer nobody read can
+        # no longer hold its sending thread (and so the child) up.
+        self.conn.close()
         self.process.join(timeout_s)
         if self.process.is_alive():
             log.warning("tagger_process_terminated", pid=self.process.pid)
             self.process.terminate()
             self.process.join(5)
-        self.conn.close()
 
 
 class PendingRows:
@@ -211,18 +219,26 @@ class PendingRows:
         batch at all."""
         deadline = None if timeout is None else time.monotonic() + timeout
         results: list[TagRow | str] = [""] * self._size
-        for shard, child, indexes, number in self._parts:
+        for k, (shard, child, indexes, number) in enumerate(self._parts):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 ok, rows = child.answer(number, left)
+                if not ok:
+                    raise RuntimeError(f"the tagger process failed on a batch: {rows}")
             except BrokenProcessPool:
                 self._owner._died(shard, child)
+                self._abandon(k + 1)
                 raise
-            if not ok:
-                raise RuntimeError(f"the tagger process failed on a batch: {rows}")
+            except Exception:
+                self._abandon(k + 1)  # the other children's answers to this batch would never be read
+                raise
             for i, row in zip(indexes, rows, strict=True):
                 results[i] = row
         return ProcessTagger._checked(self._messages, results)
+
+    def _abandon(self, first: int) -> None:
+        for _, child, _, number in self._parts[first:]:
+            child.abandon(number)
 
 
 class ProcessTagger:
