@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import tagging_eval  # noqa: E402
 
-from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE  # noqa: E402
+from schemas import SIGNAL_NAMES  # noqa: E402
 
 AGREEMENT = tagging_eval.DATA / "agreement"
 
@@ -92,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     tags = tagging_eval.tag_lines(lines)
     labellings["tagger"] = {
-        d["message_id"]: (
-            t.tier,
-            frozenset(n for n in SIGNAL_NAMES if getattr(t.signals, n) > SIGNAL_PRESENT_ABOVE),
-        )
-        for d, t in zip(lines, tags, strict=True)
+        d["message_id"]: (t.tier, tagging_eval.present_signals(t)) for d, t in zip(lines, tags, strict=True)
     }
     print(f"{len(ids)} development messages in {len({d['conversation_id'] for d in lines})} conversations")
     print(f"{'pair':34} {'tier agreement':>15} {'kappa':>7} {'macro signal F1':>16}")

@@ -48,6 +48,11 @@ def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
     return [t for t in tags if t is not None]
 
 
+def present_signals(tags: Tags) -> frozenset[str]:
+    """The signals ``tags`` counts as present (score above SIGNAL_PRESENT_ABOVE)."""
+    return frozenset(n for n in SIGNAL_NAMES if getattr(tags.signals, n) > SIGNAL_PRESENT_ABOVE)
+
+
 def cohen_kappa(gold: list[str], pred: list[str]) -> float:
     """Cohen's kappa between two labelings of the same items."""
     n = len(gold)
@@ -118,7 +123,7 @@ def report(name: str, m: dict[str, Any]) -> None:
 def print_errors(lines: list[dict[str, Any]], tags: list[Tags]) -> None:
     """Each wrong tier or signal, with the evidence that produced it."""
     for d, t in zip(lines, tags, strict=True):
-        said = {n for n in SIGNAL_NAMES if getattr(t.signals, n) > SIGNAL_PRESENT_ABOVE}
+        said = present_signals(t)
         truth = set(d["label"]["signals"])
         if d["label"]["tier"] != t.tier or said != truth:
             print(

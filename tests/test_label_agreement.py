@@ -37,14 +37,12 @@ def test_annotations_cover_the_same_whole_development_conversations(bench: Modul
     by_conversation: dict[str, list[str]] = {}
     for line in lines:
         by_conversation.setdefault(line["conversation_id"], []).append(line["message_id"])
+    dev: dict[str, list[str]] = {}
+    for path in bench.tagging_eval.SPLITS["dev"]:
+        for d in bench.tagging_eval.load(path):
+            dev.setdefault(d["conversation_id"], []).append(d["message_id"])
     for conversation, sampled in by_conversation.items():
-        dev = [
-            d["message_id"]
-            for path in bench.tagging_eval.SPLITS["dev"]
-            for d in bench.tagging_eval.load(path)
-            if d["conversation_id"] == conversation
-        ]
-        assert sampled == dev
+        assert sampled == dev[conversation]
 
 
 def test_compare(bench: ModuleType) -> None:

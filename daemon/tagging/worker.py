@@ -199,7 +199,7 @@ class _Child:
 class PendingRows:
     """The tags of one batch that child processes are computing (what ``submit_rows`` returns)."""
 
-    __slots__ = ("_messages", "_owner", "_parts", "_size")
+    __slots__ = ("_messages", "_owner", "_parts")
 
     def __init__(
         self,
@@ -210,7 +210,6 @@ class PendingRows:
         self._owner = owner
         self._messages = messages
         self._parts = parts  # (shard, child, the batch's indexes it tags, request number)
-        self._size = len(messages)
 
     def result(self, timeout: float | None = None) -> list[TagRow | None]:
         """Each message's tags in the store's form (:data:`~daemon.store.base.TagRow`), in order, ``None``
@@ -218,7 +217,7 @@ class PendingRows:
         child died (the next batch starts a new one) and ``RuntimeError`` if a child could not tag the
         batch at all."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        results: list[TagRow | str] = [""] * self._size
+        results: list[TagRow | str] = [""] * len(self._messages)
         for k, (shard, child, indexes, number) in enumerate(self._parts):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
