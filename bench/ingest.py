@@ -62,7 +62,7 @@ from daemon.metrics import Counters  # noqa: E402
 from daemon.recorder import Recorder  # noqa: E402
 from daemon.redis_conn import async_client  # noqa: E402
 from daemon.redis_server import RedisServer, free_port  # noqa: E402
-from daemon.service import build_tagger, tune_process_for_ingest  # noqa: E402
+from daemon.service import build_tagger, start_tagger, tune_process_for_ingest  # noqa: E402
 from daemon.store import open_store  # noqa: E402
 from daemon.streams import StreamOps  # noqa: E402
 from schemas import CONSUMER_GROUP, DATA_FIELD, AgentMessage, StreamKeys  # noqa: E402
@@ -288,7 +288,9 @@ async def daemon_burst(settings: Settings, expected: int, redis_pid: int | None)
     client = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
     try:
         ops = StreamOps(client, StreamKeys(settings.key_prefix), settings.consumer)
-        recorder = Recorder(settings, ops, store, build_tagger(settings), Counters())
+        tagger = build_tagger(settings)
+        start_tagger(tagger)  # as the daemon does before it reports ready
+        recorder = Recorder(settings, ops, store, tagger, Counters())
         stop = asyncio.Event()
         cpu0, rcpu0 = time.process_time(), proc_cpu_seconds(redis_pid)
         t0 = time.perf_counter()
@@ -396,7 +398,9 @@ async def daemon_latency(
 
     store.commit_batch = timed_commit  # type: ignore[method-assign,assignment]
     ops.ack = timed_ack  # type: ignore[method-assign]
-    recorder = Recorder(settings, ops, store, build_tagger(settings), Counters())
+    tagger = build_tagger(settings)
+    start_tagger(tagger)
+    recorder = Recorder(settings, ops, store, tagger, Counters())
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     proc: multiprocessing.process.BaseProcess | None = None

@@ -66,6 +66,8 @@ class Prepared:
     letters: list[DeadLetter]
     #: tags a tagger in another process is computing, in the store's form (see ``ProcessTagger``)
     pending_tags: PendingTags | None = None
+    #: the collect thread's wait for ``pending_tags`` (``None`` in the result: record untagged)
+    collected: asyncio.Future[list[TagRow | None] | None] | None = None
 
 
 def _with_tags(records: list[Record], tags: Sequence[Tags | None]) -> list[Record]:
@@ -120,6 +122,9 @@ class Recorder:
         # the GIL while it writes and syncs). One thread each keeps batches in the order they were read.
         self._prepare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-prepare")
         self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-commit")
+        # Waits for (and unpickles) the tags of a batch tagged in another process, so that the commit thread
+        # commits batch N while batch N+1's tags arrive, instead of waiting for them after the commit.
+        self._collect_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-tags")
         self._prepared: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
         self._stop_reading = asyncio.Event()
         self._need_drain = True
@@ -156,6 +161,7 @@ class Recorder:
             await cancel_and_wait((end, preparer, committer), timeout_s=self.settings.shutdown_timeout_s)
             self._prepare_thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)
+            self._collect_thread.shutdown(wait=True)
             close = getattr(self.tagger, "close", None)
             if callable(close):
                 close()  # a tagger with a child process stops it
@@ -301,6 +307,10 @@ class Recorder:
                 except Exception as exc:  # the batch boundary: nothing of it is acked
                     self._batch_failed(batch, exc)
                     continue
+                if prepared.pending_tags is not None:
+                    prepared.collected = loop.run_in_executor(
+                        self._collect_thread, self._collect_tags, prepared
+                    )
                 await self._prepared.put(prepared)
             finally:
                 self._queue.task_done()
@@ -328,10 +338,7 @@ class Recorder:
         batch, records, letters = prepared.batch, prepared.records, prepared.letters
         started = time.perf_counter()
         try:
-            tag_rows = None
-            if prepared.pending_tags is not None:
-                loop = asyncio.get_running_loop()
-                tag_rows = await loop.run_in_executor(self._commit_thread, self._collect_tags, prepared)
+            tag_rows = None if prepared.collected is None else await prepared.collected
             result = await self._commit_until_done(records, letters, tag_rows)
         except Exception as exc:  # the batch boundary: one broad except, and nothing is acked
             self._batch_failed(batch, exc)

@@ -71,6 +71,19 @@ def _build_tagger(settings: Settings) -> Tagger:
     return tagger
 
 
+def start_tagger(tagger: Tagger) -> None:
+    """Start a tagger's child processes now, before the daemon reports ready, rather than on the first
+    batch. A failure is logged, not raised: the first batch tries again, and a batch the tagger cannot take
+    is recorded untagged (``aced retag`` tags it later)."""
+    start = getattr(tagger, "start", None)
+    if not callable(start):
+        return
+    try:
+        start()
+    except Exception:
+        log.exception("tagger_start_failed")
+
+
 async def connect(client: aioredis.Redis, attempts: int = 10, first_delay_s: float = 0.2) -> None:
     """PING until Redis answers, a bounded number of times, logging how many tries remain."""
     delay = first_delay_s
@@ -126,11 +139,13 @@ class Daemon:
             await connect(client)
             ops = StreamOps(client, self.keys, self.consumer)
             model_tagger = AsyncModelTagger(self.model_backend, store) if self.model_backend else None
+            tagger = build_tagger(settings)
+            await asyncio.to_thread(start_tagger, tagger)
             recorder = Recorder(
                 settings,
                 ops,
                 store,
-                build_tagger(settings),
+                tagger,
                 self.counters,
                 on_recorded=_submit_all(model_tagger) if model_tagger else None,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,11 +148,18 @@ def test_wal_mode_and_synchronous_from_settings(tmp_path: Path) -> None:
     store = open_store(settings)
     assert settings.store_path.exists()
     assert store.read("PRAGMA journal_mode") == [("wal",)]
-    assert store.read("PRAGMA synchronous") == [(3,)]  # EXTRA
+    assert _writer_pragma(store, "synchronous") == 3  # EXTRA
     store.close()
     default = open_store(Settings(data_dir=tmp_path / "data"))
-    assert default.read("PRAGMA synchronous") == [(2,)]  # FULL by default: commit = on disk
+    assert _writer_pragma(default, "synchronous") == 2  # FULL by default: commit = on disk
     default.close()
+
+
+def _writer_pragma(store: Store, name: str) -> object:
+    # Per-connection settings are the writer's; read() runs on a connection of its own.
+    assert isinstance(store, SQLiteStore)
+    with store._lock:
+        return store._connection().execute(f"PRAGMA {name}").fetchone()[0]
 
 
 def test_open_store_without_create_refuses_a_missing_store(tmp_path: Path) -> None:
@@ -228,8 +236,40 @@ def test_fts_index_follows_commits(store: SQLiteStore) -> None:
         "WHERE records_fts MATCH 'gradient' ORDER BY r.message_id"
     )
     assert rows == [("m-000001",), ("m-000003",)]
-    # The external-content index agrees with its table (FTS5's own consistency check).
-    store.read("INSERT INTO records_fts (records_fts) VALUES ('integrity-check')")
+    # The external-content index agrees with its table (FTS5's own consistency check). It is an INSERT
+    # to SQLite, so it runs on a connection of its own: read() refuses statements that could write.
+    raw = sqlite3.connect(store.path)
+    raw.execute("INSERT INTO records_fts (records_fts) VALUES ('integrity-check')")
+    raw.close()
+    with pytest.raises(StoreError, match="readonly"):
+        store.read("INSERT INTO records_fts (records_fts) VALUES ('integrity-check')")
+
+
+def test_a_read_sees_the_last_commit_and_does_not_wait_for_a_write_in_progress(store: SQLiteStore) -> None:
+    store.commit_batch([make_record(1)], [])
+    inside, release = threading.Event(), threading.Event()
+
+    def hold_a_write_open() -> None:
+        with store._write_transaction("test") as conn:
+            conn.execute("INSERT INTO store_meta (key, value) VALUES ('uncommitted', 'x')")
+            inside.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=hold_a_write_open)
+    writer.start()
+    try:
+        assert inside.wait(10)
+        with ThreadPoolExecutor(1) as pool:
+            # Returns while the write transaction is still open (the writer waits for `release`).
+            counts = pool.submit(store.counts).result(timeout=10)
+            uncommitted = pool.submit(store.read, "SELECT * FROM store_meta WHERE key = 'uncommitted'")
+            assert uncommitted.result(timeout=10) == []
+        assert counts.recorded == 1
+        assert writer.is_alive()
+    finally:
+        release.set()
+        writer.join(10)
+    assert store.read("SELECT value FROM store_meta WHERE key = 'uncommitted'") == [("x",)]
 
 
 def test_commit_is_one_transaction(store: SQLiteStore) -> None:
@@ -468,7 +508,9 @@ def test_database_full_is_unavailable_then_recovers(tmp_path: Path) -> None:
     store = open_test_store(tmp_path / "aced.sqlite3")
     store.commit_batch([make_record(1)], [])
     (pages,) = store.read("PRAGMA page_count")[0]
-    store.read(f"PRAGMA max_page_count = {pages}")
+    # The cap is per connection, so it goes on the writer's (reads have a connection of their own).
+    with store._lock:
+        store._connection().execute(f"PRAGMA max_page_count = {pages}")
     big = [make_record(10 + i, content="x" * 5000) for i in range(50)]
     with pytest.raises(StoreUnavailable, match="full"):
         store.commit_batch(big, [])

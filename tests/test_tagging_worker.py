@@ -155,3 +155,20 @@ def test_a_late_child_does_not_put_the_other_children_out_of_step() -> None:
         assert all(not child._answers for child in children._children if child is not None)
     finally:
         children.close()
+
+
+def test_start_runs_every_child_before_the_first_batch_and_close_ends_them_cleanly() -> None:
+    tagger = ProcessTagger(processes=2)
+    try:
+        assert tagger.pids() == [None, None]  # nothing starts until asked
+        tagger.start()
+        pids = tagger.pids()
+        assert all(pid is not None for pid in pids)
+        messages = _conversation()
+        assert tagger.tag_batch(messages) == RulesTagger(history=20).tag_batch(messages)
+        assert tagger.pids() == pids  # the batch used the children start() made
+        children = [c for c in tagger._children if c is not None]
+    finally:
+        tagger.close()
+    # close() asked them to stop; each one left on its own, with exit code 0 (not terminated by us).
+    assert [c.process.exitcode for c in children] == [0, 0]

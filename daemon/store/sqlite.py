@@ -330,6 +330,11 @@ class SQLiteStore:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        # Reads have a connection of their own: in WAL mode a reader sees the last committed state and
+        # never waits for a write transaction, so the recorder's history loads (tagger priming) and
+        # analytics do not queue behind a commit and its fsync.
+        self._read_lock = threading.Lock()
+        self._read_conn: sqlite3.Connection | None = None
         self._migrated = False
         self._closed = False
         self._checkpoint_s = None if readonly else background_checkpoint_s
@@ -378,6 +383,30 @@ class SQLiteStore:
                 self._apply_migrations(self._conn)
         return self._conn
 
+    def _read_connection(self) -> sqlite3.Connection:
+        """The readers' connection (held under ``_read_lock``), opened on first use. ``mode=rw``: a store
+        file that vanished is reported as unavailable, never recreated empty by a read."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self.readonly:
+            return self._connection()  # one read-only connection serves everything
+        if self._read_conn is None:
+            conn = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                conn.execute("PRAGMA query_only = ON")
+                conn.execute("PRAGMA cache_size = -16384")
+            except BaseException:
+                conn.close()
+                raise
+            self._read_conn = conn
+        return self._read_conn
+
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -385,10 +414,20 @@ class SQLiteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _fail(self, exc: sqlite3.Error, doing: str) -> StoreError:
-        """Map an sqlite3 error to ours; after an availability error the connection is reopened next time."""
+    def _drop_read_connection(self) -> None:
+        conn, self._read_conn = self._read_conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _fail(self, exc: sqlite3.Error, doing: str, reading: bool = False) -> StoreError:
+        """Map an sqlite3 error to ours; after an availability error the connection (the readers' one when
+        ``reading``) is reopened next time."""
         if _is_unavailable(exc):
-            self._drop_connection()
+            if reading and not self.readonly:
+                self._drop_read_connection()
+            else:
+                self._drop_connection()
             return StoreUnavailable(f"{doing}: {exc} ({self.path})")
         return StoreError(f"{doing}: {exc}")
 
@@ -684,12 +723,15 @@ class SQLiteStore:
 
     def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only statement and return all rows (used by analytics). Errors are mapped like
-        writes; an invalid FTS5 expression surfaces as :class:`StoreError` with SQLite's message."""
-        with self._lock:
+        writes; an invalid FTS5 expression surfaces as :class:`StoreError` with SQLite's message.
+
+        Runs on the readers' own connection: it sees every committed transaction and never waits for one
+        in progress."""
+        with self._lock if self.readonly else self._read_lock:
             try:
-                return [tuple(r) for r in self._connection().execute(sql, params).fetchall()]
+                return [tuple(r) for r in self._read_connection().execute(sql, params).fetchall()]
             except sqlite3.Error as exc:
-                raise self._fail(exc, "read") from exc
+                raise self._fail(exc, "read", reading=True) from exc
 
     def counts(self) -> StoreCounts:
         """Totals of records, duplicates, redeliveries and dead letters, and the last commit time."""
@@ -765,6 +807,8 @@ class SQLiteStore:
         self._stop_checkpoints.set()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=30)
+        with self._read_lock:
+            self._drop_read_connection()
         with self._lock:
             self._drop_connection()
             self._closed = True

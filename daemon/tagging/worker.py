@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 import zlib
@@ -72,6 +74,10 @@ def _child_main(conn: Connection, history: int, tier_model: bool, core: CoreChoi
     # The parent decides when its child stops (close() sends None); a Ctrl-C to the process group must not
     # kill the child under a daemon that is still draining its batches.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The reader thread takes a batch off the pipe a socket buffer at a time, and needs the interpreter
+    # lock between buffers; with the default 5 ms switch interval the tagging thread kept it so long that
+    # the parent's send of the next batch blocked ~6 ms per batch (py-spy, bench/ingest.py).
+    sys.setswitchinterval(0.0005)
     _init_child(history, tier_model, core)
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
     answers: queue.SimpleQueue[tuple[bool, Any] | None] = queue.SimpleQueue()
@@ -103,6 +109,11 @@ def _child_main(conn: Connection, history: int, tier_model: bool, core: CoreChoi
         answers.put(reply)
     answers.put(None)
     writer.join()
+    # Nothing is left to flush or clean up; tearing down the interpreter would free every conversation's
+    # history object by object (~0.6 s after 40,000 messages), which the parent's close() waits for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _Child:
@@ -281,6 +292,20 @@ class ProcessTagger:
                 child = _Child(self._history, self._tier_model, self._core)
                 self._children[shard] = child
             return child
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start every child now and wait until each has built its tagger, so that the first batch does
+        not wait for it (about half a second). Raises ``BrokenProcessPool`` or ``TimeoutError`` when a
+        child cannot start (the next batch tries again)."""
+        for shard in range(len(self._children)):
+            child = self._child(shard)
+            try:
+                ok, detail = child.answer(child.send(([], [])), timeout_s)
+            except BrokenProcessPool:
+                self._died(shard, child)
+                raise
+            if not ok:
+                raise RuntimeError(f"the tagger process failed to start: {detail}")
 
     def pids(self) -> list[int | None]:
         """The process ids of the children started so far (``None``: not started, or died)."""
