@@ -107,3 +107,22 @@ def test_cross_validation_leaves_each_file_out(tmp_path: Path) -> None:
         assert 0.5 * n < right <= n and 0 <= votes <= n
     assert train.main(["--data", str(tmp_path), "--cv", "--out", str(tmp_path / "m.json")]) == 0
     assert not (tmp_path / "m.json").exists()
+
+
+def test_learning_curve_trains_on_k_other_files_and_is_repeatable(tmp_path: Path) -> None:
+    """--curve scores files never in their own training draw; the same seed gives the same figures."""
+    pytest.importorskip("numpy")
+    from daemon.tagging import train_tier_model as train
+
+    for name in ("dev.jsonl", "dev_b.jsonl", "dev_c.jsonl"):
+        (tmp_path / name).write_bytes((DATA / name).read_bytes())
+    paths = train.dev_files(tmp_path)
+    curve = train.learning_curve(paths, [1, 2], scored_files=2)
+    assert [k for k, _, _ in curve] == [1, 2]
+    for _, n, right in curve:
+        assert 0.3 * n < right <= n
+    assert train.learning_curve(paths, [1, 2], scored_files=2) == curve
+    with pytest.raises(ValueError, match="cannot train on 3 of 3"):
+        train.learning_curve(paths, [3])
+    assert train.main(["--data", str(tmp_path), "--curve", "--out", str(tmp_path / "m.json")]) == 0
+    assert not (tmp_path / "m.json").exists()

@@ -2,6 +2,7 @@
 
     python -m daemon.tagging.train_tier_model [--data DIR] [--out FILE]
     python -m daemon.tagging.train_tier_model --cv     # leave-one-file-out accuracy; writes nothing
+    python -m daemon.tagging.train_tier_model --curve  # accuracy by number of training writers
 
 Reads every ``dev*.jsonl`` in ``--data`` (never a held-out file), computes each message's features exactly as
 the tagger does (:func:`daemon.tagging.tier_model.tier_features` over the rules' markers and votes), and fits
@@ -101,6 +102,32 @@ def cross_validate(
     return out
 
 
+def learning_curve(
+    paths: list[Path], sizes: list[int], scored_files: int = 10, seed: int = 0
+) -> list[tuple[int, int, int]]:
+    """How accuracy grows with the number of writers trained on: for each size ``k``, each of
+    ``scored_files`` files (drawn once, with ``seed``) is scored by a model trained on ``k`` other files
+    drawn at random. Per size: (k, messages scored, right). Deterministic for a given ``seed``."""
+    import random
+
+    by_file = {path.name: file_rows(path) for path in paths}
+    names = sorted(by_file)
+    rng = random.Random(seed)  # noqa: S311 (drawing files for an evaluation, not secrets)
+    scored = rng.sample(names, min(scored_files, len(names)))
+    out = []
+    for k in sizes:
+        if not 1 <= k < len(names):
+            raise ValueError(f"cannot train on {k} of {len(names)} files and score another")
+        right = total = 0
+        for name in scored:
+            train = rng.sample([n for n in names if n != name], k)
+            model = fit([row for n in train for row in by_file[n]])
+            right += sum(model.decide_features(fv).tier == TIERS[tier] for fv, tier in by_file[name])
+            total += len(by_file[name])
+        out.append((k, total, right))
+    return out
+
+
 def dump(data: dict[str, Any]) -> str:
     """JSON with one feature per line (readable diffs when the model is retrained)."""
     head = {k: v for k, v in data.items() if k != "weights"}
@@ -127,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=here.parent.parent / "tests" / "data" / "tagging")
     parser.add_argument("--out", type=Path, default=here / "tier_model.json")
     parser.add_argument("--cv", action="store_true", help="leave-one-file-out accuracy; writes nothing")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="accuracy on 10 files by number of other files trained on (5, 10, 20); writes nothing",
+    )
     parser.add_argument("--l2", type=float, default=L2, help=f"L2 penalty (default {L2})")
     parser.add_argument("--min-df", type=int, default=MIN_DF, help=f"least messages per feature ({MIN_DF})")
     args = parser.parse_args(argv)
@@ -134,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: no dev*.jsonl in {args.data}", file=sys.stderr)
         return 2
+    if args.curve:
+        sizes = [k for k in (5, 10, 20) if k < len(paths)] or [len(paths) - 1]
+        try:
+            curve = learning_curve(paths, sizes)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for k, n, right in curve:
+            print(f"trained on {k:2d} writers: {right / n:.3f} of {n} messages by other writers")
+        return 0
     if args.cv:
         results = cross_validate(paths, args.l2, args.min_df)
         for name, n, right, votes in results:
