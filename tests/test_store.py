@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.store import SQLiteStore, Store, StoreError, StoreUnavailable, open_store
+from daemon.store import sqlite as sqlite_store
 from daemon.store.sqlite import available_migrations, pack_fields, unpack_fields
 from schemas._types import utc_now
 from tests.helpers import chattr
@@ -567,3 +569,36 @@ def test_background_checkpoint_copies_the_wal_into_the_database_outside_commits(
     finally:
         background.close()
     assert background._checkpointer is not None and not background._checkpointer.is_alive()
+
+
+def _wal_salt(path: Path) -> bytes:
+    # The WAL header's salts (bytes 16-23) change each time a writer starts the WAL over.
+    with open(f"{path}-wal", "rb") as f:
+        return f.read(24)[16:24]
+
+
+def test_a_sustained_writer_keeps_the_wal_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits back to back never leave a passive checkpoint the moment to finish, so SQLite alone would
+    never start the WAL over; the checkpointer forces it once the WAL outgrows WAL_RESTART_BYTES, and the
+    writer then cuts the file back."""
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_BYTES", 256 * 1024)
+    path = tmp_path / "aced.sqlite3"
+    store = open_test_store(path, background_checkpoint_s=0.01)
+    salts: set[bytes] = set()
+    largest = n = 0
+    deadline = time.monotonic() + 60
+    try:
+        # Back to back, no pause between commits (a wait_until poll interval would give the checkpoint one).
+        while len(salts) < 3 and time.monotonic() < deadline:
+            store.commit_batch(
+                [make_record(n + i, content=f"{n + i} " + "words " * 500) for i in range(5)], []
+            )
+            n += 5
+            salts.add(_wal_salt(path))
+            largest = max(largest, Path(f"{path}-wal").stat().st_size)
+        assert len(salts) >= 3, f"the WAL was started over {len(salts) - 1} times in {n} commits"
+        # Without restarts the WAL would hold every commit so far.
+        assert largest < 4 * 1024 * 1024
+        assert store.counts().recorded == n
+    finally:
+        store.close()

@@ -43,6 +43,9 @@ log = structlog.get_logger()
 #: How long a writer waits for another process's write lock before the store reports itself unavailable.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
+#: With a background checkpointer, a WAL larger than this is started over (see ``_restart_wal``).
+WAL_RESTART_BYTES = 64 * 1024 * 1024
+
 #: Records re-read from the store were validated when written; the content cap then may have been higher
 #: than the default, so reading must not enforce it again.
 _READ_CONTEXT = {"max_content_bytes": 1 << 62}
@@ -366,6 +369,9 @@ class SQLiteStore:
             # With a background checkpointer, commits never checkpoint (0).
             autocheckpoint = 0 if self._checkpoint_s is not None else 4000
             conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
+            if self._checkpoint_s is not None:
+                # When this writer starts the WAL over (see _restart_wal), it cuts the file back to this size.
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_BYTES}")
             if self._checkpoint_s is not None:
                 self._start_checkpointer()
         except BaseException:
@@ -821,6 +827,28 @@ class SQLiteStore:
         )
         self._checkpointer.start()
 
+    @staticmethod
+    def _page_size(conn: sqlite3.Connection) -> int:
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+        return int(size)
+
+    def _restart_wal(self, conn: sqlite3.Connection) -> None:
+        """Make the next write start the WAL over from its beginning.
+
+        SQLite starts the WAL over only when a write begins with every frame already copied back, which a
+        writer that never pauses never lets a passive checkpoint reach: under a sustained backlog the WAL
+        grew without bound (509 MiB after 100,000 messages in ``bench/ingest.py``), and with it the disk
+        used and the cost of finding a page in it. A RESTART checkpoint must have no writer while it runs;
+        waiting for SQLite's lock, it lost every race to a writer that commits back to back, so it takes
+        this store's write lock instead: the commit thread waits while the frames written since the last
+        pass (about a second's worth) are copied and synced, and its next commit starts the WAL over (and
+        cuts the file back to ``WAL_RESTART_BYTES``).
+        """
+        with self._lock:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        if busy:  # a reader kept it from finishing (or another process wrote): the next pass tries again
+            log.info("wal_restart_postponed", frames=frames, copied=copied)
+
     def _checkpoint_loop(self) -> None:
         """Copy committed WAL pages back into the database file, off the commit path. PASSIVE never waits
         for or blocks a writer; one that cannot finish now finishes on a later pass."""
@@ -831,7 +859,9 @@ class SQLiteStore:
                 if conn is None:
                     conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                     conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                (_, frames, _) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames * self._page_size(conn) > WAL_RESTART_BYTES:
+                    self._restart_wal(conn)
             except sqlite3.Error as exc:  # e.g. the store is unwritable for now: the writer reports it
                 log.warning("checkpoint_failed", error=str(exc))
                 if conn is not None:
