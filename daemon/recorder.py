@@ -161,7 +161,9 @@ class Recorder:
             await cancel_and_wait((end, preparer, committer), timeout_s=self.settings.shutdown_timeout_s)
             self._prepare_thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)
-            self._collect_thread.shutdown(wait=True)
+            # Nothing is committed any more, so no collected tags are needed: a wait for a hung child must
+            # not hold up the exit (closing the tagger below ends one in progress).
+            self._collect_thread.shutdown(wait=False, cancel_futures=True)
             close = getattr(self.tagger, "close", None)
             if callable(close):
                 close()  # a tagger with a child process stops it

@@ -372,7 +372,6 @@ class SQLiteStore:
             if self._checkpoint_s is not None:
                 # When this writer starts the WAL over (see _restart_wal), it cuts the file back to this size.
                 conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_BYTES}")
-            if self._checkpoint_s is not None:
                 self._start_checkpointer()
         except BaseException:
             conn.close()
