@@ -482,6 +482,23 @@ def test_vanished_directory_is_unavailable_then_recovers(tmp_path: Path) -> None
     store.close()
 
 
+def test_a_read_never_recreates_a_vanished_store_and_recovers_when_it_is_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "aced.sqlite3"
+    store = open_test_store(path)
+    store.commit_batch([make_record(1)], [])
+    shutil.move(str(data), str(tmp_path / "moved"))
+    data.mkdir()  # the directory is back, empty (a volume not mounted yet, say)
+    with pytest.raises(StoreUnavailable, match="unable to open"):
+        store.counts()  # reads open their own connection: it must not create an empty store here
+    assert not path.exists()
+    data.rmdir()
+    shutil.move(str(tmp_path / "moved"), str(data))
+    assert store.counts().recorded == 1
+    store.close()
+
+
 def test_read_only_files_are_unavailable_then_recover(tmp_path: Path) -> None:
     """chattr +i makes files unwritable even for root (tests run as root, which ignores chmod). The -shm
     file is left alone: SQLite maps it into memory and an immutable mapping would crash the process."""
