@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -172,3 +173,34 @@ def test_start_runs_every_child_before_the_first_batch_and_close_ends_them_clean
         tagger.close()
     # close() asked them to stop; each one left on its own, with exit code 0 (not terminated by us).
     assert [c.process.exitcode for c in children] == [0, 0]
+
+
+def test_close_ends_a_stopped_child_and_releases_a_waiter() -> None:
+    """A child stopped with SIGSTOP ignores the request to exit and SIGTERM; close() kills it, and a thread
+    waiting for its answer gets an error instead of waiting out its timeout."""
+    messages = _conversation()
+    tagger = ProcessTagger()
+    tagger.start()
+    child = tagger._children[0]
+    assert child is not None
+    os.kill(child.process.pid, signal.SIGSTOP)
+    pending = tagger.submit_rows(messages)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            pending.result(timeout=120)
+        except BaseException as exc:  # what the waiter got is the assertion
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        tagger.close(timeout_s=0.5)
+        waiter.join(30)
+        assert not waiter.is_alive()
+        assert child.process.exitcode == -signal.SIGKILL
+        assert len(outcome) == 1 and isinstance(outcome[0], (BrokenProcessPool, OSError, EOFError))
+    finally:
+        if child.process.is_alive():
+            os.kill(child.process.pid, signal.SIGKILL)

@@ -205,6 +205,12 @@ class _Child:
             log.warning("tagger_process_terminated", pid=self.process.pid)
             self.process.terminate()
             self.process.join(5)
+        if self.process.is_alive():
+            # A stopped child (SIGSTOP) never acts on SIGTERM; only SIGKILL ends it, and with it a wait for
+            # its answer in another thread (the pipe's far end closes).
+            log.warning("tagger_process_killed", pid=self.process.pid)
+            self.process.kill()
+            self.process.join(5)
 
 
 class PendingRows:
