@@ -491,3 +491,71 @@ def test_an_entry_dead_lettered_before_its_ack_was_lost_is_not_dead_lettered_twi
     assert counts(settings).dead_letters == 1
     assert redis_client.xlen(keys.deadletter) == 0  # the first attempt never got that far
     assert group_pending(redis_client, stream) == 0
+
+
+def test_a_tagger_child_that_stops_answering_at_shutdown_costs_no_message(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    """The child is stopped (SIGSTOP) while a batch waits for its tags, then the recorder is stopped: it
+    returns, the child is killed, the batch is neither recorded nor acked, and the next run records it."""
+    import contextlib
+    import os
+    import signal
+
+    from daemon.metrics import Counters
+    from daemon.recorder import Recorder
+    from daemon.redis_conn import async_client
+    from daemon.service import build_tagger, start_tagger
+    from daemon.streams import StreamOps
+
+    settings = make_settings(batch_size=10, shutdown_timeout_s=1.0)
+    first = make_messages("claude", 10, conversation="stopped-child-1")
+    later = make_messages("claude", 10, conversation="stopped-child-2")
+    publish(redis_client, keys, first)
+    tagger = build_tagger(settings)
+    start_tagger(tagger)
+    [pid] = tagger.pids()  # type: ignore[attr-defined]
+    assert pid is not None
+    store = open_store(settings, background_checkpoint=True)
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        client = async_client(settings, socket_timeout_s=settings.block_ms / 1000 + 10)
+        try:
+            counters = Counters()
+            recorder = Recorder(settings, StreamOps(client, keys, settings.consumer), store, tagger, counters)
+            stop = asyncio.Event()
+            task = asyncio.create_task(recorder.run(stop))
+            await until(lambda: counters.recorded == 10, "the first batch")
+            os.kill(pid, signal.SIGSTOP)
+            publish(redis_client, keys, later)
+            await until(lambda: counters.entries_read == 20, "the second batch to be read")
+            stop.set()
+            await asyncio.wait_for(task, timeout=60)  # the shutdown does not wait out the 120 s for tags
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(go())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # killed and reaped by close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        store.close()
+    assert counts(settings).recorded == 10
+    assert group_pending(redis_client, keys.agent_stream("claude")) == 10  # not acked: nothing lost
+
+    assert run_daemon(settings, burst=True) == 0
+    store = open_store(settings, create=False)
+    try:
+        records = [store.get(m.message_id) for m in first + later]
+        assert all(r is not None and r.tags is not None for r in records)
+    finally:
+        store.close()
+    assert group_pending(redis_client, keys.agent_stream("claude")) == 0
