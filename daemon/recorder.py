@@ -433,7 +433,7 @@ class Recorder:
         return _with_tags(records, tags)
 
     def _collect_tags(self, prepared: Prepared) -> list[TagRow | None] | None:
-        """Commit thread: wait for the tags a separate tagger computed (``None``: record untagged)."""
+        """Collect thread: wait for the tags a separate tagger computed (``None``: record untagged)."""
         assert prepared.pending_tags is not None
         try:
             # Bounded: a batch takes the child well under a second; a child that never answers must not

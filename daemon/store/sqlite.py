@@ -826,11 +826,6 @@ class SQLiteStore:
         )
         self._checkpointer.start()
 
-    @staticmethod
-    def _page_size(conn: sqlite3.Connection) -> int:
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-        return int(size)
-
     def _restart_wal(self, conn: sqlite3.Connection) -> None:
         """Make the next write start the WAL over from its beginning.
 
@@ -853,13 +848,15 @@ class SQLiteStore:
         for or blocks a writer; one that cannot finish now finishes on a later pass."""
         assert self._checkpoint_s is not None
         conn: sqlite3.Connection | None = None
+        page_size = 0
         while not self._stop_checkpoints.wait(self._checkpoint_s):
             try:
                 if conn is None:
                     conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                     conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                    (page_size,) = conn.execute("PRAGMA page_size").fetchone()  # fixed for a database
                 (_, frames, _) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames * self._page_size(conn) > WAL_RESTART_BYTES:
+                if frames * page_size > WAL_RESTART_BYTES:
                     self._restart_wal(conn)
             except sqlite3.Error as exc:  # e.g. the store is unwritable for now: the writer reports it
                 log.warning("checkpoint_failed", error=str(exc))

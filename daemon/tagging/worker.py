@@ -194,7 +194,7 @@ class _Child:
         return self.process.exitcode
 
     def close(self, timeout_s: float) -> None:
-        """Ask the child to exit, wait up to ``timeout_s``, then terminate it."""
+        """Ask the child to exit, wait up to ``timeout_s``, then terminate it, and kill it if that fails."""
         with contextlib.suppress(OSError), self._send_lock:
             self.conn.send(None)
         # Closed before the wait: the child still reads the None sent above, and an answer nobody read can
@@ -369,7 +369,8 @@ class ProcessTagger:
         )
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the child processes: ask them to exit, wait up to ``timeout_s`` each, then terminate."""
+        """Stop the child processes: ask them to exit, wait up to ``timeout_s`` each, then terminate (and
+        kill one that does not end)."""
         for shard, child in enumerate(self._children):
             self._children[shard] = None
             if child is not None:
