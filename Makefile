@@ -10,8 +10,8 @@ install:  ## the daemon, the CLI and the dev tools
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 
-install-train: install  ## plus the training pipeline (torch from local disk, trimesh, pyrender, ...)
-	$(BIN)/pip install -q -e '.[dev,train]'
+install-train: install  ## plus the training pipeline (torch from local disk, trimesh, pyrender, ...) and the tier classifier
+	$(BIN)/pip install -q -e '.[dev,train,classifier]'
 
 test:  ## the whole suite, as CI runs it
 	$(BIN)/python -m pytest -q

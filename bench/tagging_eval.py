@@ -2,12 +2,18 @@
 
     python bench/tagging_eval.py                 # dev and held-out, separately (each file, then together)
     python bench/tagging_eval.py --split dev --errors   # what the rules get wrong on dev (for tuning)
+    python bench/tagging_eval.py --split heldout --classifier DIR   # the fine-tuned classifier's tiers
 
 ``--errors`` refuses the held-out split: its messages are never read while rules are tuned.
 
 Prints tier accuracy, Cohen's kappa, the tier confusion matrix and per-signal precision / recall / F1
 (a signal is present when its score is above SIGNAL_PRESENT_ABOVE), plus the macro F1 over the six signals.
 Baseline in the same run: the majority-tier guess (accuracy) and "no signal ever" (F1 = 0).
+
+``--classifier DIR`` scores the fine-tuned local classifier trained into DIR
+(``python -m daemon.tagging.train_classifier``): the rules' tags with the tier it combines
+(``daemon/tagging/finetuned.py``), the way the daemon's model backend tags; the rules' own tier accuracy
+is printed beside it. It was trained on the dev split, so only its held-out figure says anything.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,8 @@ SPLITS = {
     "heldout": tuple(DATA / f"{name}.jsonl" for name in ("heldout", *(f"heldout_{c}" for c in "bcdefghijk"))),
 }
 TIERS = ("A", "C", "E")
+#: seconds the classifier's encoder ran, messages it read (--classifier)
+ENCODER_TIME = [0.0, 0]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -46,6 +55,18 @@ def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
     if any(t is None for t in tags):
         raise SystemExit("the tagger returned None for a labelled message")
     return [t for t in tags if t is not None]
+
+
+def classifier_tags(classifier: Any, lines: list[dict[str, Any]], tags: list[Tags]) -> list[Tags]:
+    """``tags`` (the rules') with the tier the fine-tuned classifier combines, as its backend tags them."""
+    from daemon.tagging.finetuned import combine, retier, rules_probabilities
+
+    version = f"clf-eval-{classifier.digest[:8]}"
+    started = time.perf_counter()
+    probs = classifier.probabilities([d["content"] for d in lines])
+    ENCODER_TIME[0] += time.perf_counter() - started
+    ENCODER_TIME[1] += len(lines)
+    return [retier(t, combine(p, rules_probabilities(t)), version) for t, p in zip(tags, probs, strict=True)]
 
 
 def present_signals(tags: Tags) -> frozenset[str]:
@@ -143,17 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["dev", "heldout", "both"], default="both")
     parser.add_argument("--errors", action="store_true", help="print every disagreement with its evidence")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument(
+        "--classifier", type=Path, metavar="DIR", help="score the fine-tuned classifier trained into DIR"
+    )
     args = parser.parse_args(argv)
     names = ["dev", "heldout"] if args.split == "both" else [args.split]
+    classifier = None
+    if args.classifier is not None:
+        from daemon.tagging.finetuned import ClassifierUnavailable, TierClassifier
+
+        try:
+            classifier = TierClassifier.load(args.classifier)
+        except ClassifierUnavailable as exc:
+            parser.error(str(exc))
     if args.errors and "heldout" in names:
         parser.error("--errors is for tuning: use it with --split dev only (held-out messages stay unread)")
     out = {}
     for name in names:
         all_lines: list[dict[str, Any]] = []
         all_tags: list[Tags] = []
+        rules_total = [0, 0]  # tiers the rules alone got right, messages: the baseline of --classifier
+        ENCODER_TIME[:] = [0.0, 0]
         for path in SPLITS[name]:
             lines = load(path)
             tags = tag_lines(lines)  # a fresh tagger per file: files share no conversation
+            if classifier is not None:
+                rules_right = sum(d["label"]["tier"] == t.tier for d, t in zip(lines, tags, strict=True))
+                rules_total[0] += rules_right
+                rules_total[1] += len(lines)
+                tags = classifier_tags(classifier, lines, tags)
             all_lines += lines
             all_tags += tags
             out[path.name] = evaluate(lines, tags)
@@ -162,8 +201,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.errors:
                 print_errors(lines, tags)
         out[name] = evaluate(all_lines, all_tags)
+        if classifier is not None:
+            out[name]["rules_tier_accuracy"] = rules_total[0] / rules_total[1]
         if not args.json:
             report(f"{name} (all its files)", out[name])
+            if classifier is not None:
+                print(
+                    f"classifier {args.classifier} (trained on the dev split): tier accuracy "
+                    f"{out[name]['tier_accuracy']:.3f} against {out[name]['rules_tier_accuracy']:.3f} by the "
+                    "rules alone in this run"
+                )
+                rate = ENCODER_TIME[1] / ENCODER_TIME[0]
+                print(f"encoder: {rate:.0f} messages/s in batches of 32 on this machine")
     if args.json:
         print(json.dumps(out, indent=2))
     return 0

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="The linear tier model makes the final tier decision; False: the rules' hand-weighted "
         "votes decide (faster, less accurate; tags say so in their tagger_version).",
     )
+    classifier_dir: Path | None = Field(
+        default=None,
+        description="A fine-tuned tier classifier trained into this directory (python -m "
+        "daemon.tagging.train_classifier) adds its tags to every new record as a second tag version, after "
+        "ingest; unset (default): none. Needs the classifier extra.",
+    )
 
     # -- operations
     health_interval_s: float = Field(default=5.0, gt=0)
@@ -107,6 +113,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("classifier_dir", mode="after")
+    @classmethod
+    def _absolute_or_none(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
 
     @classmethod
     def settings_customise_sources(

