@@ -107,6 +107,13 @@ def test_backend_tags_are_the_rules_with_the_combined_tier(model_dir: Path) -> N
         assert tags.evidence["markers"] == expected.evidence["markers"]
 
 
+def test_registered_as_a_model_backend(model_dir: Path) -> None:
+    from daemon.tagging.model import make_backend
+
+    backend = make_backend("finetuned", model_dir=model_dir, history=5)
+    assert isinstance(backend, FineTunedTagger) and backend.version == FineTunedTagger(model_dir).version
+
+
 def test_tag_many_equals_one_at_a_time(model_dir: Path) -> None:
     backend = FineTunedTagger(model_dir)
     messages = [_message(item) for item in _labelled(8)]

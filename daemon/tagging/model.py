@@ -1,4 +1,5 @@
-"""Model backends (an LLM, later a fine-tuned local classifier) and the asynchronous tagger that runs them.
+"""Model backends (an LLM; the fine-tuned local tier classifier, daemon/tagging/finetuned.py) and the
+asynchronous tagger that runs them.
 
 A model is slow and may be remote, so it never runs on the ingest path. The daemon records messages with
 the rules tagger's tags, then hands the stored records to :class:`AsyncModelTagger`, which tags them from a
@@ -99,8 +100,15 @@ def _classifier_factory(**options: Any) -> ModelBackend:
     return ClassifierBackend(**options)
 
 
+def _finetuned_factory(**options: Any) -> ModelBackend:
+    from daemon.tagging.finetuned import FineTunedTagger
+
+    return FineTunedTagger(**options)
+
+
 register_backend("llm", _llm_factory)
 register_backend("classifier", _classifier_factory)
+register_backend("finetuned", _finetuned_factory)
 
 
 @dataclass(slots=True)
