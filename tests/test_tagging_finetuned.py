@@ -232,3 +232,29 @@ def test_retag_with_the_classifier_adds_its_version(
     assert main(["retag", "--classifier", str(tmp_path / "none"), "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--classifier:" in err and "holds no trained classifier" in err and "\n" not in err
+
+
+def test_aced_tag_with_the_classifier_keeps_order_errors_and_the_rules_signals(model_dir: Path) -> None:
+    import io
+
+    from daemon.cli.tag import tag_stream
+
+    items = _labelled(40)  # more lines than one encoder batch
+    lines = [json.dumps({k: item[k] for k in ("agent", "conversation_id", "content")}) for item in items]
+    lines.insert(5, "not json")
+    source = io.BytesIO(("\n".join(lines) + "\n").encode())
+    plain, sink = io.BytesIO(source.getvalue()), io.BytesIO()
+    backend = FineTunedTagger(model_dir)
+    assert tag_stream(source, sink, classifier=backend) == 1
+    rules_sink = io.BytesIO()
+    assert tag_stream(plain, rules_sink) == 1
+    got = [json.loads(line) for line in sink.getvalue().splitlines()]
+    rules = [json.loads(line) for line in rules_sink.getvalue().splitlines()]
+    assert len(got) == len(rules) == 41
+    assert got[5] == rules[5] and got[5]["error"].startswith("line 6: not JSON")
+    for mine, theirs in zip(got, rules, strict=True):
+        if "error" in mine:
+            continue
+        assert mine["line"] == theirs["line"] and mine["signals"] == theirs["signals"]
+        assert mine["tagger_version"] == backend.version and mine["tier_rule"] == f"classifier.{mine['tier']}"
+        assert mine["evidence"]["classifier"]["rules_tier"] == theirs["tier"]

@@ -1,10 +1,11 @@
-"""``aced tag``: tag JSON lines from stdin with the rules tagger, offline (no Redis, no store)."""
+"""``aced tag``: tag JSON lines from stdin with the rules tagger (and, asked to, the fine-tuned tier
+classifier), offline (no Redis, no store)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -38,6 +39,12 @@ def register(sub: Any) -> None:
         help="earlier messages per conversation the tagger remembers (default 20)",
     )
     parser.add_argument("--no-evidence", action="store_true", help="leave out the evidence object")
+    parser.add_argument(
+        "--classifier",
+        metavar="DIR",
+        help="decide the tier with the fine-tuned classifier trained into DIR together with the rules "
+        "(slower, more accurate; see docs/ace_tiers.md); the rest of each tag stays the rules'",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -66,18 +73,40 @@ def _fields(line: bytes) -> tuple[str, str, str, str | None, str | None]:
     return out[0], out[1], out[2], optional[0], optional[1]
 
 
+#: Lines tagged before the classifier's encoder runs over them (--classifier).
+_CLASSIFIER_BATCH = 32
+
+
 def tag_stream(
     source: BinaryIO,
     sink: BinaryIO,
     history: int = 20,
     evidence: bool = True,
     tagger: RulesTagger | None = None,
+    classifier: Any = None,
 ) -> int:
     """Tag every line of ``source`` into ``sink`` (with ``tagger``, else a new ``RulesTagger`` remembering
-    ``history`` messages per conversation); return how many lines were malformed."""
+    ``history`` messages per conversation; ``classifier``: a ``FineTunedTagger`` that decides the tiers);
+    return how many lines were malformed."""
     if tagger is None:
         tagger = RulesTagger(history=history)
     errors = 0
+    # (output object, its tags, the content) waiting for the classifier; None tags: an error line
+    waiting: list[tuple[dict[str, Any], Any, str]] = []
+
+    def flush() -> None:
+        if classifier is not None:
+            from daemon.tagging.finetuned import combine, retier, rules_probabilities
+
+            ready = [(out, tags, content) for out, tags, content in waiting if tags is not None]
+            probs = iter(classifier.classifier.probabilities([content for _, _, content in ready]))
+            for out, tags, _ in ready:
+                vote = combine(next(probs), rules_probabilities(tags))
+                out.update(_dump(retier(tags, vote, classifier.version), evidence))
+        for out, _, _ in waiting:
+            sink.write(orjson.dumps(out) + b"\n")
+        waiting.clear()
+
     for number, raw in enumerate(source, start=1):
         line = raw.strip()
         try:
@@ -92,13 +121,21 @@ def tag_stream(
                 reply_to=reply_to,
             )
             out: dict[str, Any] = {"message_id": message_id} if message_id else {"line": number}
-            out.update(tags.model_dump(mode="json", exclude=None if evidence else {"evidence"}))
+            if classifier is None:
+                out.update(_dump(tags, evidence))
+            waiting.append((out, tags, content))
         except ValueError as exc:
             errors += 1
-            out = {"error": f"line {number}: {exc}"}
-        sink.write(orjson.dumps(out) + b"\n")
+            waiting.append(({"error": f"line {number}: {exc}"}, None, ""))
+        if len(waiting) >= (_CLASSIFIER_BATCH if classifier is not None else 1):
+            flush()
+    flush()
     sink.flush()
     return errors
+
+
+def _dump(tags: Any, evidence: bool) -> dict[str, Any]:
+    return cast(dict[str, Any], tags.model_dump(mode="json", exclude=None if evidence else {"evidence"}))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -110,7 +147,16 @@ def _run(args: argparse.Namespace) -> int:
         tagger = RulesTagger(history=args.history)  # reads ACED_TAG_CORE
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, evidence=not args.no_evidence, tagger=tagger)
+    classifier = None
+    if args.classifier:
+        from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger
+
+        try:
+            classifier = FineTunedTagger(args.classifier, history=args.history)
+        except ClassifierUnavailable as exc:
+            raise CliError(f"--classifier: {exc}") from None
+    evidence = not args.no_evidence
+    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, args.history, evidence, tagger, classifier)
     if errors:
         print(f"aced tag: {errors} malformed line(s), see the error objects in the output", file=sys.stderr)
         return 1
