@@ -258,3 +258,17 @@ def test_aced_tag_with_the_classifier_keeps_order_errors_and_the_rules_signals(m
         assert mine["line"] == theirs["line"] and mine["signals"] == theirs["signals"]
         assert mine["tagger_version"] == backend.version and mine["tier_rule"] == f"classifier.{mine['tier']}"
         assert mine["evidence"]["classifier"]["rules_tier"] == theirs["tier"]
+
+
+def test_a_failing_model_gives_none_not_an_exception(model_dir: Path) -> None:
+    from structlog.testing import capture_logs
+
+    backend = FineTunedTagger(model_dir)
+
+    def broken(texts: object, batch_size: int = 32) -> list[tuple[float, float, float]]:
+        raise RuntimeError("out of memory")
+
+    backend.classifier.probabilities = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        assert backend.tag(_message(_labelled(1)[0])) is None
+    assert logs[0]["event"] == "classifier_tag_failed" and "out of memory" in logs[0]["error"]

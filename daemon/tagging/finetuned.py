@@ -27,8 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from daemon.tagging.rules import RulesTagger
 from schemas import AgentMessage, Tags, Tier
+
+log = structlog.get_logger()
 
 #: Tier order of the classifier's outputs (the rules tier model's too).
 TIERS: tuple[Tier, Tier, Tier] = ("A", "C", "E")
@@ -238,8 +242,15 @@ class FineTunedTagger:
         self.version = f"clf-minilm-{REVISION}-{self.classifier.digest[:8]}"
 
     def tag(self, message: AgentMessage, context: Sequence[AgentMessage] = ()) -> Tags | None:
-        """Tags for ``message`` given its context (oldest first)."""
-        return self.tag_many([(message, context)])[0]
+        """Tags for ``message`` given its context (oldest first); ``None`` (logged) when the model fails,
+        as a model backend must never raise into the tagger that runs it."""
+        try:
+            return self.tag_many([(message, context)])[0]
+        except Exception as exc:
+            log.warning(
+                "classifier_tag_failed", message_id=message.message_id, error=f"{type(exc).__name__}: {exc}"
+            )
+            return None
 
     def tag_many(self, items: Sequence[tuple[AgentMessage, Sequence[AgentMessage]]]) -> list[Tags | None]:
         """Tags for several (message, context) pairs: the encoder runs over them in batches."""
