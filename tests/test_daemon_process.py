@@ -148,10 +148,16 @@ def test_two_daemons_in_one_group_record_every_message_once(
     settings = make_settings(batch_size=25)
     log = tmp_path / "daemons.log"
     messages = [m for agent in ("claude", "gemini", "third") for m in make_messages(agent, 1000)]
+    for agent in ("claude", "gemini", "third"):  # the streams exist before the daemons start
+        redis_client.xgroup_create(keys.agent_stream(agent), CONSUMER_GROUP, id="0", mkstream=True)
     with (
         daemon_process(settings_env(batch_size=25, consumer_name="one"), log) as one,
         daemon_process(settings_env(batch_size=25, consumer_name="two"), log) as two,
     ):
+        # Publish once both read all three streams (each logs stream_joined per stream; Redis lists a
+        # consumer only once it was delivered something): on a loaded machine one daemon could otherwise
+        # record everything before the other started, and the test would say nothing about sharing.
+        wait_until(lambda: log.read_text().count('"stream_joined"') >= 6, timeout_s=60, what="both reading")
         for i in range(0, len(messages), 100):
             publish(redis_client, keys, messages[i : i + 100])
         wait_until(lambda: counts(settings).recorded >= len(messages), timeout_s=90, what="all recorded")
