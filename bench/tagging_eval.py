@@ -59,14 +59,11 @@ def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
 
 def classifier_tags(classifier: Any, lines: list[dict[str, Any]], tags: list[Tags]) -> list[Tags]:
     """``tags`` (the rules') with the tier the fine-tuned classifier combines, as its backend tags them."""
-    from daemon.tagging.finetuned import combine, retier, rules_probabilities
-
-    version = f"clf-eval-{classifier.digest[:8]}"
     started = time.perf_counter()
-    probs = classifier.probabilities([d["content"] for d in lines])
+    out: list[Tags] = classifier.decide(tags, [d["content"] for d in lines])
     ENCODER_TIME[0] += time.perf_counter() - started
     ENCODER_TIME[1] += len(lines)
-    return [retier(t, combine(p, rules_probabilities(t)), version) for t, p in zip(tags, probs, strict=True)]
+    return out
 
 
 def present_signals(tags: Tags) -> frozenset[str]:
@@ -171,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     names = ["dev", "heldout"] if args.split == "both" else [args.split]
     classifier = None
     if args.classifier is not None:
-        from daemon.tagging.finetuned import ClassifierUnavailable, TierClassifier
+        from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger
 
         try:
-            classifier = TierClassifier.load(args.classifier)
+            classifier = FineTunedTagger(args.classifier)
         except ClassifierUnavailable as exc:
             parser.error(str(exc))
     if args.errors and "heldout" in names:

@@ -109,14 +109,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for the batch in flight.")
 
-    @field_validator("data_dir", mode="after")
+    @field_validator("data_dir", "classifier_dir", mode="after")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
-
-    @field_validator("classifier_dir", mode="after")
-    @classmethod
-    def _absolute_or_none(cls, value: Path | None) -> Path | None:
+    def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
 
     @classmethod

@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         except ClassifierUnavailable as exc:
             raise CliError(f"--classifier: {exc}") from None
         # what the daemon's asynchronous model tagger gives it: the conversation's last few messages
-        return _retag(args, settings, classifier.version, classifier.tag_many, None, _CLASSIFIER_CONTEXT)
+        version, tag_many = classifier.version, classifier.tag_many
+        return _retag(args, settings, version, tag_many, None, _CLASSIFIER_CONTEXT, _CLASSIFIER_BATCH)
     tagger = make_tagger(settings.tagger, settings.tag_history, settings.tier_model, settings.tag_core)
     if isinstance(tagger, NoOpTagger):
         raise CliError("the configured tagger is 'none': there is nothing to re-tag with")
@@ -71,7 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     def tag_rules(items: list[tuple[Any, tuple[Any, ...]]]) -> list[Any]:
         return tagger.tag_batch([message for message, _ in items])  # it keeps its own history
 
-    return _retag(args, settings, tagger.version, tag_rules, tagger.prime, settings.tag_history)
+    history = settings.tag_history
+    return _retag(args, settings, tagger.version, tag_rules, tagger.prime, history, _COMMIT_EVERY)
 
 
 def _retag(
@@ -81,9 +83,11 @@ def _retag(
     tag: Callable[[list[tuple[Any, tuple[Any, ...]]]], list[Any]],
     prime: Callable[[str, list[Any]], None] | None,
     history: int,
+    batch_size: int,
 ) -> int:
-    """Tag the records in the range, oldest first, in batches of (message, earlier messages); ``prime``:
-    a tagger that keeps its own history is given what came before the range instead of the context."""
+    """Tag the records in the range, oldest first, in batches of ``batch_size`` (message, earlier messages)
+    pairs, each batch one store transaction; ``prime``: a tagger that keeps its own history is given what
+    came before the range instead of the context."""
     from daemon.store import StoreError, open_store
 
     try:
@@ -93,7 +97,6 @@ def _retag(
     contexts: dict[str, deque[Any]] = {}
     batch: list[tuple[Any, tuple[Any, ...]]] = []
     counts = {"retagged": 0, "untaggable": 0, "conversations": 0}
-    size = _COMMIT_EVERY if prime is not None else _CLASSIFIER_BATCH
 
     def flush() -> None:
         if not batch:
@@ -121,7 +124,7 @@ def _retag(
                         context.extend(earlier)
             batch.append((message, tuple(context)))
             context.append(message)
-            if len(batch) >= size:
+            if len(batch) >= batch_size:
                 flush()
         flush()
     except StoreError as exc:

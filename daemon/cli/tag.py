@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 
 from daemon.tagging import RulesTagger
+
+if TYPE_CHECKING:
+    from daemon.tagging.finetuned import FineTunedTagger
 
 _HELP = """\
 Reads JSON lines from stdin: each an envelope, or at least {"agent", "conversation_id", "content"}
@@ -83,7 +86,7 @@ def tag_stream(
     history: int = 20,
     evidence: bool = True,
     tagger: RulesTagger | None = None,
-    classifier: Any = None,
+    classifier: FineTunedTagger | None = None,
 ) -> int:
     """Tag every line of ``source`` into ``sink`` (with ``tagger``, else a new ``RulesTagger`` remembering
     ``history`` messages per conversation; ``classifier``: a ``FineTunedTagger`` that decides the tiers);
@@ -96,13 +99,10 @@ def tag_stream(
 
     def flush() -> None:
         if classifier is not None:
-            from daemon.tagging.finetuned import combine, retier, rules_probabilities
-
             ready = [(out, tags, content) for out, tags, content in waiting if tags is not None]
-            probs = iter(classifier.classifier.probabilities([content for _, _, content in ready]))
-            for out, tags, _ in ready:
-                vote = combine(next(probs), rules_probabilities(tags))
-                out.update(_dump(retier(tags, vote, classifier.version), evidence))
+            decided = classifier.decide([tags for _, tags, _ in ready], [content for _, _, content in ready])
+            for (out, _, _), tags in zip(ready, decided, strict=True):
+                out.update(_dump(tags, evidence))
         for out, _, _ in waiting:
             sink.write(orjson.dumps(out) + b"\n")
         waiting.clear()

@@ -258,8 +258,14 @@ class FineTunedTagger:
         for message, context in items:
             self._rules.prime(message.conversation_id, context)
             rules_tags.append(self._rules.tag_batch([message])[0])
-        encoder = self.classifier.probabilities([m.content for m, _ in items])
-        return [
-            None if tags is None else retier(tags, combine(probs, rules_probabilities(tags)), self.version)
-            for tags, probs in zip(rules_tags, encoder, strict=True)
-        ]
+        pairs = zip(rules_tags, items, strict=True)
+        tagged = [(tags, message.content) for tags, (message, _) in pairs if tags is not None]
+        decided = iter(self.decide([tags for tags, _ in tagged], [text for _, text in tagged]))
+        return [None if tags is None else next(decided) for tags in rules_tags]
+
+    def decide(self, tags: Sequence[Tags], texts: Sequence[str]) -> list[Tags]:
+        """The rules' ``tags`` of ``texts`` (in order) with the tier both models decide and this backend's
+        version: what ``tag_many``, ``aced tag --classifier`` and the evaluation share."""
+        probs = self.classifier.probabilities(texts)
+        votes = [combine(p, rules_probabilities(t)) for t, p in zip(tags, probs, strict=True)]
+        return [retier(t, vote, self.version) for t, vote in zip(tags, votes, strict=True)]
