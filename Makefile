@@ -10,7 +10,7 @@ install:  ## the daemon, the CLI and the dev tools
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 
-install-train: install  ## plus the training pipeline (torch from local disk, trimesh, pyrender, ...) and the tier classifier
+install-train: install  ## plus the training pipeline (torch from local disk, trimesh, pyrender, ...) and the fine-tuned classifier
 	$(BIN)/pip install -q -e '.[dev,train,classifier]'
 
 test:  ## the whole suite, as CI runs it

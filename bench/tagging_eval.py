@@ -2,7 +2,7 @@
 
     python bench/tagging_eval.py                 # dev and held-out, separately (each file, then together)
     python bench/tagging_eval.py --split dev --errors   # what the rules get wrong on dev (for tuning)
-    python bench/tagging_eval.py --split heldout --classifier DIR   # the fine-tuned classifier's tiers
+    python bench/tagging_eval.py --split heldout --classifier DIR   # the fine-tuned classifier's tags
 
 ``--errors`` refuses the held-out split: its messages are never read while rules are tuned.
 
@@ -11,9 +11,10 @@ Prints tier accuracy, Cohen's kappa, the tier confusion matrix and per-signal pr
 Baseline in the same run: the majority-tier guess (accuracy) and "no signal ever" (F1 = 0).
 
 ``--classifier DIR`` scores the fine-tuned local classifier trained into DIR
-(``python -m daemon.tagging.train_classifier``): the rules' tags with the tier it combines
+(``python -m daemon.tagging.train_classifier``): the rules' tags with the tier and signals it combines
 (``daemon/tagging/finetuned.py``), the way the daemon's model backend tags; the rules' own tier accuracy
-is printed beside it. It was trained on the dev split, so only its held-out figure says anything.
+and macro signal F1 are printed beside it. It was trained on the dev split, so only its held-out figures
+say anything.
 """
 
 from __future__ import annotations
@@ -180,15 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         all_lines: list[dict[str, Any]] = []
         all_tags: list[Tags] = []
-        rules_total = [0, 0]  # tiers the rules alone got right, messages: the baseline of --classifier
+        rules_only: list[Tags] = []  # the rules' own tags: the baseline of --classifier, same run
         ENCODER_TIME[:] = [0.0, 0]
         for path in SPLITS[name]:
             lines = load(path)
             tags = tag_lines(lines)  # a fresh tagger per file: files share no conversation
             if classifier is not None:
-                rules_right = sum(d["label"]["tier"] == t.tier for d, t in zip(lines, tags, strict=True))
-                rules_total[0] += rules_right
-                rules_total[1] += len(lines)
+                rules_only += tags
                 tags = classifier_tags(classifier, lines, tags)
             all_lines += lines
             all_tags += tags
@@ -199,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                 print_errors(lines, tags)
         out[name] = evaluate(all_lines, all_tags)
         if classifier is not None:
-            out[name]["rules_tier_accuracy"] = rules_total[0] / rules_total[1]
+            rules = evaluate(all_lines, rules_only)
+            out[name]["rules_tier_accuracy"] = rules["tier_accuracy"]
+            out[name]["rules_macro_f1"] = rules["macro_f1"]
         if not args.json:
             report(f"{name} (all its files)", out[name])
             if classifier is not None:
                 print(
                     f"classifier {args.classifier} (trained on the dev split): tier accuracy "
-                    f"{out[name]['tier_accuracy']:.3f} against {out[name]['rules_tier_accuracy']:.3f} by the "
-                    "rules alone in this run"
+                    f"{out[name]['tier_accuracy']:.3f}, macro signal F1 {out[name]['macro_f1']:.3f}; "
+                    f"the rules alone in this run: {rules['tier_accuracy']:.3f} and {rules['macro_f1']:.3f}"
                 )
                 rate = ENCODER_TIME[1] / ENCODER_TIME[0]
                 print(f"encoder: {rate:.0f} messages/s in batches of 32 on this machine")

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     )
     classifier_dir: Path | None = Field(
         default=None,
-        description="A fine-tuned tier classifier trained into this directory (python -m "
+        description="A fine-tuned classifier (tier and signals) trained into this directory (python -m "
         "daemon.tagging.train_classifier) adds its tags to every new record as a second tag version, after "
         "ingest; unset (default): none. Needs the classifier extra.",
     )

@@ -1,4 +1,5 @@
-"""The fine-tuned local tier classifier: training, loading, the combined tier, the daemon's model backend.
+"""The fine-tuned local classifier: training, loading, the combined tier and signals, the daemon's model
+backend.
 
 A tiny model (one epoch over 40 labelled messages, 24 tokens each) is trained once for the module: it
 checks the mechanics, not the accuracy, which bench/tagging_eval.py --classifier measures.
@@ -25,15 +26,20 @@ from daemon.tagging import RulesTagger
 from daemon.tagging.finetuned import (
     META_FILE,
     REVISION,
+    SIGNAL_ENCODER_WEIGHT,
+    SIGNAL_THRESHOLDS,
     WEIGHTS_FILE,
+    Classifier,
     ClassifierUnavailable,
     FineTunedTagger,
-    TierClassifier,
     combine,
+    combine_signal,
     rules_probabilities,
 )
+from daemon.tagging.rules import emergence
+from daemon.tagging.train_classifier import MAX_POSITIVE_WEIGHT, positive_weights
 from daemon.tagging.train_classifier import main as train_main
-from schemas import AgentMessage, StreamKeys
+from schemas import SIGNAL_NAMES, AgentMessage, StreamKeys
 from tests.helpers import make_messages, publish
 
 DATA = Path(__file__).resolve().parent / "data" / "tagging"
@@ -66,21 +72,46 @@ def test_training_writes_weights_and_how_they_were_made(model_dir: Path) -> None
     assert meta["revision"] == REVISION and meta["messages"] == 40 and meta["epochs"] == 1
     assert meta["max_tokens"] == 24 and list(meta["trained_on"]) == ["dev_tiny.jsonl"]
     assert len(meta["epoch_mean_loss"]) == 1 and math.isfinite(meta["epoch_mean_loss"][0])
+    assert meta["signals"] == list(SIGNAL_NAMES)
+    assert meta["signal_positive_weight"] == positive_weights(_examples(40))
 
 
-def test_probabilities_are_distributions_and_repeatable(model_dir: Path) -> None:
-    classifier = TierClassifier.load(model_dir)
+def _examples(n: int) -> list[tuple[str, int, tuple[int, ...]]]:
+    return [
+        (
+            str(item["content"]),
+            "ACE".index(item["label"]["tier"]),  # type: ignore[index]
+            tuple(int(name in item["label"]["signals"]) for name in SIGNAL_NAMES),  # type: ignore[index]
+        )
+        for item in _labelled(n)
+    ]
+
+
+def test_positive_weights_balance_rare_signals_up_to_a_cap() -> None:
+    none, one = (0,) * 6, (1, 0, 0, 0, 0, 0)
+    examples = [("a", 0, one)] * 2 + [("b", 1, none)] * 6 + [("c", 2, (1, 1, 0, 0, 0, 0))]
+    weights = positive_weights(examples)
+    assert weights[0] == pytest.approx(6 / 3)  # 3 positives, 6 negatives
+    assert weights[1] == pytest.approx(8.0)  # 1 positive, 8 negatives
+    assert weights[2:] == [MAX_POSITIVE_WEIGHT] * 4  # never present: the cap, not a division by zero
+
+
+def test_predictions_are_probabilities_and_repeatable(model_dir: Path) -> None:
+    classifier = Classifier.load(model_dir)
     texts = ["Should we use Redis or Kafka for the bus?", "", "```python\nprint(1)\n```", "Merci, d'accord."]
-    first = classifier.probabilities(texts, batch_size=3)
+    first = classifier.predict(texts, batch_size=3)
     assert len(first) == len(texts)
-    for probs in first:
-        assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) == pytest.approx(1.0, abs=1e-5)
-    again = TierClassifier.load(model_dir).probabilities(texts)
+    for prediction in first:
+        assert all(0.0 <= p <= 1.0 for p in prediction.tiers)
+        assert sum(prediction.tiers) == pytest.approx(1.0, abs=1e-5)
+        assert len(prediction.signals) == len(SIGNAL_NAMES) and all(0.0 < p < 1.0 for p in prediction.signals)
+    again = Classifier.load(model_dir).predict(texts)
     # neither the batch size (padding) nor a fresh load changes a probability
-    assert [p for ps in again for p in ps] == pytest.approx([p for ps in first for p in ps], abs=1e-5)
+    flat = [p for pr in first for p in (*pr.tiers, *pr.signals)]
+    assert [p for pr in again for p in (*pr.tiers, *pr.signals)] == pytest.approx(flat, abs=1e-5)
 
 
-def test_backend_tags_are_the_rules_with_the_combined_tier(model_dir: Path) -> None:
+def test_backend_tags_combine_the_rules_and_the_encoder(model_dir: Path) -> None:
     backend = FineTunedTagger(model_dir, history=20)
     assert backend.version == f"clf-minilm-{REVISION}-{backend.classifier.digest[:8]}"
     items = [_message(item) for item in _labelled(12)]
@@ -94,9 +125,8 @@ def test_backend_tags_are_the_rules_with_the_combined_tier(model_dir: Path) -> N
         rules.prime(message.conversation_id, context)
         expected = rules.tag_batch([message])[0]
         assert expected is not None
-        # signals, novelty and emergence are the rules' (with the same history); the tier is combined
-        assert tags.signals == expected.signals and tags.novelty == expected.novelty
-        assert tags.emergence == expected.emergence
+        # novelty and the markers are the rules' (with the same history); tier and signals are combined
+        assert tags.novelty == expected.novelty
         assert tags.tagger_version == backend.version and tags.tier_rule == f"classifier.{tags.tier}"
         clf = tags.evidence["classifier"]
         assert clf["rules_tier"] == expected.tier
@@ -104,6 +134,13 @@ def test_backend_tags_are_the_rules_with_the_combined_tier(model_dir: Path) -> N
         assert sum(clf["rules_model"]) == pytest.approx(1.0, abs=0.01)
         # the evidence is enough to redo the decision
         assert combine(tuple(clf["encoder"]), tuple(clf["rules_model"])).tier == tags.tier
+        for name in SIGNAL_NAMES:
+            seen = clf["signals"][name]
+            assert seen["rules"] == getattr(expected.signals, name)
+            assert getattr(tags.signals, name) == combine_signal(
+                seen["encoder"], seen["rules"], SIGNAL_THRESHOLDS[name]
+            )
+        assert tags.emergence == emergence(tags.signals.model_dump().values())
         assert tags.evidence["markers"] == expected.evidence["markers"]
 
 
@@ -136,6 +173,24 @@ def test_combine_weighs_both_models() -> None:
     assert floored.tier == "A" and math.isfinite(floored.confidence)
 
 
+def test_combine_signal_puts_the_threshold_between_absent_and_present() -> None:
+    threshold = 0.45
+    values = [(e / 20, r) for e in range(21) for r in range(0, 101, 5)]
+    for encoder, rules in values:
+        score = combine_signal(encoder, rules, threshold)
+        mean = SIGNAL_ENCODER_WEIGHT * encoder + (1 - SIGNAL_ENCODER_WEIGHT) * rules / 100
+        assert 0 <= score <= 100
+        assert (score > 40) == (mean > threshold)  # present exactly when the weighted mean is above it
+        # more evidence from either model never lowers the score
+        assert combine_signal(min(1.0, encoder + 0.05), rules, threshold) >= score
+        assert combine_signal(encoder, min(100, rules + 5), threshold) >= score
+    assert combine_signal(0.0, 0, threshold) == 0 and combine_signal(1.0, 100, threshold) == 100
+    # either model can be outvoted: an encoder that is sure alone does not reach this threshold
+    assert combine_signal(1.0, 0, threshold) <= 40 < combine_signal(1.0, 25, threshold)
+    assert set(SIGNAL_THRESHOLDS) == set(SIGNAL_NAMES)
+    assert all(0.0 < t < 1.0 for t in SIGNAL_THRESHOLDS.values())
+
+
 def test_rules_probabilities_follow_the_rules_tier() -> None:
     messages = [_message(item) for item in _labelled(30)]
     with_model = RulesTagger(history=20).tag_batch(messages)
@@ -152,14 +207,14 @@ def test_rules_probabilities_follow_the_rules_tier() -> None:
 
 def test_missing_or_foreign_model_is_a_readable_error(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ClassifierUnavailable, match="holds no trained classifier"):
-        TierClassifier.load(tmp_path)
+        Classifier.load(tmp_path)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / WEIGHTS_FILE).write_bytes((model_dir / WEIGHTS_FILE).read_bytes())
     meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
     (foreign / META_FILE).write_text(json.dumps({**meta, "revision": REVISION + 1}), encoding="utf-8")
     with pytest.raises(ClassifierUnavailable, match="revision"):
-        TierClassifier.load(foreign)
+        Classifier.load(foreign)
 
 
 def test_training_without_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,7 +289,7 @@ def test_retag_with_the_classifier_adds_its_version(
     assert "--classifier:" in err and "holds no trained classifier" in err and "\n" not in err
 
 
-def test_aced_tag_with_the_classifier_keeps_order_errors_and_the_rules_signals(model_dir: Path) -> None:
+def test_aced_tag_with_the_classifier_keeps_order_and_errors(model_dir: Path) -> None:
     import io
 
     from daemon.cli.tag import tag_stream
@@ -255,9 +310,17 @@ def test_aced_tag_with_the_classifier_keeps_order_errors_and_the_rules_signals(m
     for mine, theirs in zip(got, rules, strict=True):
         if "error" in mine:
             continue
-        assert mine["line"] == theirs["line"] and mine["signals"] == theirs["signals"]
+        assert mine["line"] == theirs["line"] and mine["novelty"] == theirs["novelty"]
         assert mine["tagger_version"] == backend.version and mine["tier_rule"] == f"classifier.{mine['tier']}"
-        assert mine["evidence"]["classifier"]["rules_tier"] == theirs["tier"]
+        seen = mine["evidence"]["classifier"]
+        assert seen["rules_tier"] == theirs["tier"]
+        # each signal combines the same rules' score (same history) with the encoder's probability
+        for name in SIGNAL_NAMES:
+            assert seen["signals"][name]["rules"] == theirs["signals"][name]
+            expected = combine_signal(
+                seen["signals"][name]["encoder"], theirs["signals"][name], SIGNAL_THRESHOLDS[name]
+            )
+            assert mine["signals"][name] == expected
 
 
 def test_a_failing_model_gives_none_not_an_exception(model_dir: Path) -> None:
@@ -265,10 +328,40 @@ def test_a_failing_model_gives_none_not_an_exception(model_dir: Path) -> None:
 
     backend = FineTunedTagger(model_dir)
 
-    def broken(texts: object, batch_size: int = 32) -> list[tuple[float, float, float]]:
+    def broken(texts: object, batch_size: int = 32) -> list[object]:
         raise RuntimeError("out of memory")
 
-    backend.classifier.probabilities = broken  # type: ignore[method-assign]
+    backend.classifier.predict = broken  # type: ignore[method-assign,assignment]
     with capture_logs() as logs:
         assert backend.tag(_message(_labelled(1)[0])) is None
     assert logs[0]["event"] == "classifier_tag_failed" and "out of memory" in logs[0]["error"]
+
+
+def test_cross_validation_predicts_every_message_from_a_model_that_never_saw_its_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.classifier_cv as cv
+
+    out = tmp_path / "cv.json"
+    args = ["--per-file", "2", "--epochs", "1", "--max-tokens", "16", "--folds", "2", "--json", str(out)]
+    assert cv.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("42 development messages, 2 folds by writer")  # 21 files, 2 messages each
+    assert "baseline, the rules alone" in printed and "encoder weight 0.4: macro signal F1" in printed
+    assert all(name in printed for name in SIGNAL_NAMES)
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["folds"] == [i % 2 for i in range(21) for _ in range(2)]  # each file (writer) in one fold
+    (run,) = saved["runs"]
+    assert len(run["tiers"]) == len(run["signals"]) == 42
+    assert all(sum(t) == pytest.approx(1.0, abs=1e-5) for t in run["tiers"])
+    assert all(len(s) == len(SIGNAL_NAMES) for s in run["signals"])
+
+
+def test_thresholds_are_fit_on_other_folds() -> None:
+    import bench.classifier_cv as cv
+
+    truth = [True, False, True, False]
+    # the best threshold over fold 0 (0.10) lets fold 1's negative at 0.15 through: one false positive
+    values = [0.9, 0.1, 0.2, 0.15]
+    assert cv.best_threshold(truth, values) == pytest.approx(0.15)
+    assert cv.cross_fold_f1(truth, values, [0, 0, 1, 1]) < cv.f1(truth, [v > 0.15 for v in values])

@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--classifier",
         metavar="DIR",
-        help="tag with the fine-tuned tier classifier trained into DIR instead of the configured tagger "
+        help="tag with the fine-tuned classifier trained into DIR instead of the configured tagger "
         "(e.g. to add its tags to records its queue dropped during a burst)",
     )
     add_json_flag(parser)

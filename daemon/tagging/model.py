@@ -1,4 +1,4 @@
-"""Model backends (an LLM; the fine-tuned local tier classifier, daemon/tagging/finetuned.py) and the
+"""Model backends (an LLM; the fine-tuned local classifier, daemon/tagging/finetuned.py) and the
 asynchronous tagger that runs them.
 
 A model is slow and may be remote, so it never runs on the ingest path. The daemon records messages with
