@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.tagging_eval import SPLITS, load, tag_lines
-from schemas import SIGNAL_NAMES
+from schemas import SIGNAL_NAMES, SIGNAL_PRESENT_ABOVE
 
 #: Candidate thresholds on the combined value (and the encoder's probability).
 GRID = tuple(round(0.10 + 0.01 * i, 2) for i in range(81))
@@ -49,11 +49,6 @@ def f1(truth: list[bool], said: list[bool]) -> float:
 def best_threshold(truth: list[bool], values: list[float]) -> float:
     """The grid threshold whose ``value > threshold`` gives the highest F1 (the lowest such, on ties)."""
     return max(GRID, key=lambda t: (f1(truth, [v > t for v in values]), -t))
-
-
-def combined(weight: float, encoder: float, rules_score: int) -> float:
-    """The value that ``finetuned.combine_signal`` thresholds, at encoder weight ``weight``."""
-    return weight * encoder + (1 - weight) * rules_score / 100
 
 
 def cross_fold_f1(truth: list[bool], values: list[float], folds: list[int]) -> float:
@@ -96,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--folds must be at least 2 and each weight within 0..1")
 
     from daemon.tagging import finetuned
-    from daemon.tagging.finetuned import TIERS, Classifier, combine, rules_probabilities
-    from daemon.tagging.train_classifier import EPOCHS, MAX_TOKENS, Example, fit
+    from daemon.tagging.finetuned import TIERS, Classifier, combine, rules_probabilities, signal_value
+    from daemon.tagging.train_classifier import EPOCHS, MAX_TOKENS, Example, example, fit
 
     epochs, max_tokens = args.epochs or EPOCHS, args.max_tokens or MAX_TOKENS
     examples: list[Example] = []
@@ -108,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, path in enumerate(sorted(SPLITS["dev"], key=lambda p: p.name)):
         lines = load(path)[: args.per_file]
         for d, tags in zip(lines, tag_lines(lines), strict=True):
-            signals = tuple(int(n in d["label"]["signals"]) for n in SIGNAL_NAMES)
-            examples.append((d["content"], TIERS.index(d["label"]["tier"]), signals))
+            examples.append(example(d))
             folds.append(index % args.folds)
             rules_tier.append(rules_probabilities(tags))
             rules_tiers.append(tags.tier)
@@ -117,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(examples)
     gold_tiers = [TIERS[tier] for _, tier, _ in examples]
     truth = [[bool(signals[k]) for _, _, signals in examples] for k in range(len(SIGNAL_NAMES))]
-    rules_f1 = [f1(truth[k], [s[k] > 40 for s in rules_scores]) for k in range(len(SIGNAL_NAMES))]
+    rules_said = [[s[k] > SIGNAL_PRESENT_ABOVE for s in rules_scores] for k in range(len(SIGNAL_NAMES))]
+    rules_f1 = [f1(truth[k], said) for k, said in enumerate(rules_said)]
     rules_acc = sum(g == r for g, r in zip(gold_tiers, rules_tiers, strict=True)) / n
     print(f"{n} development messages, {args.folds} folds by writer, seeds {seeds}, {epochs} epochs")
     print(f"baseline, the rules alone: tier accuracy {rules_acc:.3f}, macro signal F1 {mean(rules_f1):.3f}")
@@ -150,12 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             f"macro signal F1 encoder {mean(at_half):.3f} at 0.5, {mean(at_best):.3f} at its best thresholds"
         )
         for weight in weights:
+            pairs = list(zip(signal_probs, rules_scores, strict=True))
             per_signal = [
-                cross_fold_f1(
-                    truth[k],
-                    [combined(weight, p[k], s[k]) for p, s in zip(signal_probs, rules_scores, strict=True)],
-                    folds,
-                )
+                cross_fold_f1(truth[k], [signal_value(p[k], s[k], weight) for p, s in pairs], folds)
                 for k in range(len(SIGNAL_NAMES))
             ]
             shown = " ".join(f"{v:.3f}" for v in per_signal)
@@ -166,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"thresholds at encoder weight {weight}, fit on every seed's predictions (in use in brackets):")
     for k, name in enumerate(SIGNAL_NAMES):
         values = [
-            combined(weight, run["signals"][i][k], rules_scores[i][k]) for run in runs for i in range(n)
+            signal_value(run["signals"][i][k], rules_scores[i][k], weight) for run in runs for i in range(n)
         ]
         pooled_truth = truth[k] * len(runs)
         threshold = best_threshold(pooled_truth, values)

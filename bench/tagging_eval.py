@@ -59,7 +59,8 @@ def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
 
 
 def classifier_tags(classifier: Any, lines: list[dict[str, Any]], tags: list[Tags]) -> list[Tags]:
-    """``tags`` (the rules') with the tier the fine-tuned classifier combines, as its backend tags them."""
+    """``tags`` (the rules') with the tier and signals the fine-tuned classifier combines, as its backend tags
+    them."""
     started = time.perf_counter()
     out: list[Tags] = classifier.decide(tags, [d["content"] for d in lines])
     ENCODER_TIME[0] += time.perf_counter() - started

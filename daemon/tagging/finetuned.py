@@ -248,11 +248,17 @@ def combine(encoder: tuple[float, float, float], rules: tuple[float, float, floa
     return TierVote(TIERS[best], probs[best], encoder, rules)
 
 
+def signal_value(encoder: float, rules_score: int, weight: float = SIGNAL_ENCODER_WEIGHT) -> float:
+    """The weighted mean of the encoder's probability and the rules' score / 100 that a signal's threshold
+    applies to (``weight``: the encoder's share; other values only when cross-validating it)."""
+    return weight * encoder + (1 - weight) * rules_score / 100
+
+
 def combine_signal(encoder: float, rules_score: int, threshold: float) -> int:
-    """One signal's 0..100 score from the encoder's probability and the rules' score: their weighted mean,
-    mapped piecewise linearly so that values up to ``threshold`` give 0..40 (absent) and values above it
-    41..100 (present). Monotone in both inputs."""
-    value = SIGNAL_ENCODER_WEIGHT * encoder + (1 - SIGNAL_ENCODER_WEIGHT) * rules_score / 100
+    """One signal's 0..100 score from the encoder's probability and the rules' score: their
+    :func:`signal_value`, mapped piecewise linearly so that values up to ``threshold`` give 0..40 (absent)
+    and values above it 41..100 (present). Monotone in both inputs."""
+    value = signal_value(encoder, rules_score)
     if value > threshold:
         return min(100, 41 + int(59 * (value - threshold) / (1 - threshold)))
     return min(40, int(40 * max(0.0, value) / threshold))

@@ -60,11 +60,15 @@ def labelled(paths: list[Path]) -> list[Example]:
     for path in paths:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                item = json.loads(line)
-                present = set(item["label"].get("signals", ()))
-                signals = tuple(int(name in present) for name in SIGNAL_NAMES)
-                out.append((item["content"], TIERS.index(item["label"]["tier"]), signals))
+                out.append(example(json.loads(line)))
     return out
+
+
+def example(item: dict[str, Any]) -> Example:
+    """The training example of one labelled line (``content`` and ``label = {tier, signals}``)."""
+    present = set(item["label"].get("signals", ()))
+    signals = tuple(int(name in present) for name in SIGNAL_NAMES)
+    return item["content"], TIERS.index(item["label"]["tier"]), signals
 
 
 def positive_weights(examples: list[Example]) -> list[float]:
