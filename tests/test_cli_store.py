@@ -170,6 +170,8 @@ def test_query_stats_and_decisions(filled: Path, capsys: pytest.CaptureFixture[s
         (["query", "--text", '"unclosed'], "bad full-text expression"),
         (["query", "--signal", "bogus>1"], "unknown signal"),
         (["query", "--limit", "-1"], "must not be negative"),
+        (["query", "--top", "0"], "--top must be at least 1"),
+        (["query", "--since", "2026-03-02", "--until", "2026-03-01"], "--since must be before --until"),
     ],
 )
 def test_query_user_errors_are_one_line(
@@ -178,6 +180,18 @@ def test_query_user_errors_are_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("aced query: error:") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--novelty", "--emergence"])
+def test_query_reversed_score_range_is_one_line(
+    filled: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    # an empty range is a mistake, not a query whose answer is "nothing"
+    with pytest.raises(SystemExit) as exc:
+        main(["query", flag, "90..10"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "low end is above the high end" in err and err.count("\n") == 1
 
 
 def test_reading_commands_without_a_store_exit_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

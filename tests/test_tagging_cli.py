@@ -99,6 +99,16 @@ def test_tag_command_exit_status_and_help() -> None:
     assert "malformed" in helptext and "exit status" in helptext
 
 
+def test_tag_takes_the_daemons_tagging_settings() -> None:
+    text = line(agent="a", conversation_id="c", content="Status: merged.")
+    votes = _aced("tag", stdin=text, env={"ACED_TIER_MODEL": "false"})
+    assert votes.returncode == 0 and json.loads(votes.stdout)["tagger_version"].endswith("-votes")
+    for args, env in ((("--history", "5000"), {}), ((), {"ACED_TIER_MODEL": "maybe"})):
+        bad = _aced("tag", *args, stdin=text, env=env)
+        assert bad.returncode == 2 and bad.stdout == b""
+        assert bad.stderr.startswith(b"aced tag: error: invalid setting") and bad.stderr.count(b"\n") == 1
+
+
 def test_tag_output_is_identical_across_hash_seeds() -> None:
     data = b"".join(
         line(agent=a, conversation_id="c", content=t)

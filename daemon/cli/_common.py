@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import Any, NoReturn
 
 import orjson
@@ -32,6 +33,13 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
         return load_settings(**overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def check_time_range(since: datetime | None, until: datetime | None) -> None:
+    """A :class:`CliError` when ``--since`` is not before ``--until`` (an empty range is a mistake, not a
+    question whose answer is nothing)."""
+    if since is not None and until is not None and since >= until:
+        raise CliError("--since must be before --until")
 
 
 def print_json(value: Any) -> None:

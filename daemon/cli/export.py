@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from daemon.cli._common import CliError, settings_from
+from daemon.cli._common import CliError, check_time_range, settings_from
 from daemon.cli.query import open_readable_store, parse_time
 
 
@@ -33,8 +33,7 @@ def _export(args: argparse.Namespace) -> int:
     from daemon.jsonl import export_daily, export_records
     from daemon.store import StoreError
 
-    if args.since and args.until and args.since >= args.until:
-        raise CliError("--since must be before --until")
+    check_time_range(args.since, args.until)
     if args.format != "jsonl" and args.out == "-":
         raise CliError(f"--format {args.format} writes a directory: give --out DIR")
     store = open_readable_store(settings_from(args))

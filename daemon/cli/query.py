@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli._common import CliError, add_json_flag, print_json, settings_from
+from daemon.cli._common import CliError, add_json_flag, check_time_range, print_json, settings_from
 
 if TYPE_CHECKING:
     from daemon.analytics import Decision
@@ -35,6 +35,8 @@ def _score_range(text: str) -> tuple[int | None, int | None]:
     for value in (low, high):
         if value is not None and not 0 <= value <= 100:
             raise argparse.ArgumentTypeError(f"scores are 0..100: {text!r}")
+    if low is not None and high is not None and low > high:
+        raise argparse.ArgumentTypeError(f"the low end is above the high end: {text!r}")
     return low, high
 
 
@@ -106,6 +108,9 @@ def _query(args: argparse.Namespace) -> int:
 
     if args.limit < 0 or args.offset < 0:
         raise CliError("--limit and --offset must not be negative")
+    if args.top < 1:
+        raise CliError("--top must be at least 1")
+    check_time_range(args.since, args.until)
     try:
         signals = tuple(SignalCondition.parse(text) for text in args.signal)
     except QueryError as exc:

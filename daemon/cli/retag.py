@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.cli._common import CliError, add_json_flag, print_json, settings_from
+from daemon.cli._common import CliError, add_json_flag, check_time_range, print_json, settings_from
 
 #: Tags written per store transaction.
 _COMMIT_EVERY = 500
@@ -52,8 +52,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from daemon.tagging import NoOpTagger, make_tagger
 
-    if args.since and args.until and args.since >= args.until:
-        raise CliError("--since must be before --until")
+    check_time_range(args.since, args.until)
     settings = settings_from(args)
     if args.classifier:
         from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger

@@ -21,6 +21,9 @@ order. Writes one JSON object per input line, in order, with "tier" (A, C or E),
 emergence signals, 0..100), "novelty", "emergence", "tier_rule", "tier_confidence", "evidence" and
 "tagger_version".
 
+The daemon's tagging settings apply (ACED_TAG_HISTORY, ACED_TIER_MODEL, ACED_TAG_CORE, or ACED_CONFIG), so
+these are the tags the daemon would record for the same conversations.
+
 A malformed line (not JSON, not an object, a required field missing or not text) gets one
 {"error": "..."} object on its output line and does not stop the rest; the exit status is then 1.
 """
@@ -37,9 +40,9 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--history",
         type=int,
-        default=20,
         metavar="N",
-        help="earlier messages per conversation the tagger remembers (default 20)",
+        help="earlier messages per conversation the tagger remembers, 0..1000: the tag_history setting "
+        "(default: ACED_TAG_HISTORY, else 20)",
     )
     parser.add_argument("--no-evidence", action="store_true", help="leave out the evidence object")
     parser.add_argument(
@@ -139,12 +142,15 @@ def _dump(tags: Any, evidence: bool) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.cli._common import CliError
+    from daemon.cli._common import CliError, settings_from
 
-    if args.history < 0:
-        raise CliError("--history must be >= 0")
+    # --history is the tag_history setting, validated with the daemon's bounds
+    settings = settings_from(args, **({} if args.history is None else {"tag_history": args.history}))
+    history = settings.tag_history
     try:
-        tagger = RulesTagger(history=args.history)  # reads ACED_TAG_CORE
+        tagger = RulesTagger(
+            history=history, tier_model="default" if settings.tier_model else None, core=settings.tag_core
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from None
     classifier = None
@@ -152,11 +158,11 @@ def _run(args: argparse.Namespace) -> int:
         from daemon.tagging.finetuned import ClassifierUnavailable, FineTunedTagger
 
         try:
-            classifier = FineTunedTagger(args.classifier, history=args.history)
+            classifier = FineTunedTagger(args.classifier, history=history)
         except ClassifierUnavailable as exc:
             raise CliError(f"--classifier: {exc}") from None
     evidence = not args.no_evidence
-    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, args.history, evidence, tagger, classifier)
+    errors = tag_stream(sys.stdin.buffer, sys.stdout.buffer, history, evidence, tagger, classifier)
     if errors:
         print(f"aced tag: {errors} malformed line(s), see the error objects in the output", file=sys.stderr)
         return 1
