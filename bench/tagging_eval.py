@@ -7,7 +7,9 @@
 ``--errors`` refuses the held-out split: its messages are never read while rules are tuned.
 
 Prints tier accuracy, Cohen's kappa, the tier confusion matrix and per-signal precision / recall / F1
-(a signal is present when its score is above SIGNAL_PRESENT_ABOVE), plus the macro F1 over the six signals.
+(a signal is present when its score is above SIGNAL_PRESENT_ABOVE), plus the macro F1 over the six signals,
+and the tier accuracy on the messages that exemplify each ambiguity rule of docs/ace_tiers.md (listed in
+tests/data/tagging/ambiguity/examples.jsonl).
 Baseline in the same run: the majority-tier guess (accuracy) and "no signal ever" (F1 = 0).
 
 ``--classifier DIR`` scores the fine-tuned local classifier trained into DIR
@@ -20,6 +22,7 @@ say anything.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -37,6 +40,14 @@ SPLITS = {
     "heldout": tuple(DATA / f"{name}.jsonl" for name in ("heldout", *(f"heldout_{c}" for c in "bcdefghijk"))),
 }
 TIERS = ("A", "C", "E")
+#: The messages an ambiguity rule decides (message_id, rule, and why), chosen after the labels were written.
+AMBIGUITY_EXAMPLES = DATA / "ambiguity" / "examples.jsonl"
+#: The ambiguity rules of docs/ace_tiers.md, as printed.
+AMBIGUITY_RULES = {
+    1: "architecture as dialogue is A",
+    2: "a deliverable amid dialogue is E",
+    3: "implementing a decision is E",
+}
 #: seconds the classifier's encoder ran, messages it read (--classifier)
 ENCODER_TIME = [0.0, 0]
 
@@ -44,6 +55,12 @@ ENCODER_TIME = [0.0, 0]
 def load(path: Path) -> list[dict[str, Any]]:
     """The labelled lines of one split, in file order."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@functools.cache
+def ambiguity_rules() -> dict[str, int]:
+    """message_id -> the ambiguity rule (1, 2 or 3) that decides its tier, for the annotated messages."""
+    return {d["message_id"]: d["rule"] for d in load(AMBIGUITY_EXAMPLES)}
 
 
 def tag_lines(lines: list[dict[str, Any]], history: int = 20) -> list[Tags]:
@@ -111,6 +128,13 @@ def evaluate(lines: list[dict[str, Any]], tags: list[Tags]) -> dict[str, Any]:
         p, r, f = prf(tp, fp, fn)
         signals[name] = {"precision": p, "recall": r, "f1": f, "support": tp + fn}
     macro = sum(s["f1"] for s in signals.values()) / len(signals)
+    rule_of = ambiguity_rules()
+    ambiguity: dict[int, dict[str, float]] = {}
+    for rule in AMBIGUITY_RULES:
+        hits = [
+            g == p for d, g, p in zip(lines, gold, pred, strict=True) if rule_of.get(d["message_id"]) == rule
+        ]
+        ambiguity[rule] = {"n": len(hits), "accuracy": sum(hits) / len(hits) if hits else 0.0}
     return {
         "n": len(lines),
         "tier_accuracy": acc,
@@ -119,6 +143,7 @@ def evaluate(lines: list[dict[str, Any]], tags: list[Tags]) -> dict[str, Any]:
         "confusion": confusion,
         "signals": signals,
         "macro_f1": macro,
+        "ambiguity": ambiguity,
     }
 
 
@@ -138,6 +163,14 @@ def report(name: str, m: dict[str, Any]) -> None:
     for sig, s in m["signals"].items():
         print(f"{sig:28} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} {s['support']:8d}")
     print(f"macro signal F1 {m['macro_f1']:.3f}  (baseline 'no signal' 0.000)")
+    print(
+        "ambiguity rules, tier accuracy: "
+        + "  ".join(
+            f"{rule} ({AMBIGUITY_RULES[rule]}) {a['accuracy']:.3f} of {a['n']:.0f}"
+            for rule, a in m["ambiguity"].items()
+            if a["n"]
+        )
+    )
 
 
 def print_errors(lines: list[dict[str, Any]], tags: list[Tags]) -> None:

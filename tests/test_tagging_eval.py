@@ -80,3 +80,33 @@ def test_rules_meet_the_goal_on_dev(bench: ModuleType) -> None:
     metrics = bench.evaluate(lines, tags)
     assert metrics["tier_accuracy"] >= 0.85
     assert metrics["macro_f1"] >= 0.7
+
+
+def test_every_ambiguity_rule_has_examples_in_both_splits(bench: ModuleType) -> None:
+    """The annotated examples of docs/ace_tiers.md's ambiguity rules point at real messages whose gold tier
+    is the one the rule gives, and each rule is exemplified in the dev and in the held-out split."""
+    examples = bench.load(bench.AMBIGUITY_EXAMPLES)
+    assert len({e["message_id"] for e in examples}) == len(examples)  # one rule per message
+    where = {}  # message_id -> (split, file name, position in its file, the labelled line)
+    for split in ("dev", "heldout"):
+        for path in bench.SPLITS[split]:
+            for i, d in enumerate(bench.load(path)):
+                where[d["message_id"]] = (split, path.name, i, d)
+    per_split: Counter[tuple[str, int]] = Counter()
+    for e in examples:
+        split, file_name, position, d = where[e["message_id"]]
+        assert e["file"] == file_name
+        assert e["why"].strip()
+        # rule 1 makes architecture talk A; rules 2 and 3 make deliverables and implementations E
+        assert d["label"]["tier"] == ("A" if e["rule"] == 1 else "E"), e
+        if e["rule"] == 3:  # it implements an A decision made earlier in the same conversation
+            _, _, decided_at, decision = where[e["decided_in"]]
+            assert decision["label"]["tier"] == "A" and decision["conversation_id"] == d["conversation_id"]
+            assert decided_at < position
+        per_split[split, e["rule"]] += 1
+    assert all(per_split[split, rule] >= 3 for split in ("dev", "heldout") for rule in bench.AMBIGUITY_RULES)
+    # the evaluation reports each rule over the messages it decides
+    part = bench.load(bench.SPLITS["dev"][0])
+    metrics = bench.evaluate(part, bench.tag_lines(part))
+    rules_here = Counter(e["rule"] for e in examples if e["file"] == bench.SPLITS["dev"][0].name)
+    assert {rule: a["n"] for rule, a in metrics["ambiguity"].items()} == {r: rules_here[r] for r in (1, 2, 3)}
