@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(len(SIGNAL_NAMES)):
             probs = [p[k] for p in signal_probs]
             at_half.append(f1(truth[k], [p > 0.5 for p in probs]))
-            at_best.append(f1(truth[k], [p > best_threshold(truth[k], probs) for p in probs]))
+            best = best_threshold(truth[k], probs)
+            at_best.append(f1(truth[k], [p > best for p in probs]))
         print(
             f"seed {seed} ({seconds:.0f} s): tier accuracy encoder {encoder_acc:.3f}, "
             f"combined {both_acc:.3f}; "
