@@ -323,6 +323,29 @@ def test_aced_tag_with_the_classifier_keeps_order_and_errors(model_dir: Path) ->
             assert mine["signals"][name] == expected
 
 
+def test_aced_tag_with_the_classifier_runs_the_rules_as_its_backend_does(model_dir: Path) -> None:
+    # ACED_TIER_MODEL=false turns the tier model off for the rules tagger alone; the classifier combines
+    # that model's probabilities, so with --classifier the rules keep it, as in the daemon's backend
+    from tests.test_tagging_cli import _aced
+
+    items = _labelled(3)
+    text = "".join(
+        json.dumps({k: item[k] for k in ("agent", "conversation_id", "content")}) + "\n" for item in items
+    ).encode()
+    proc = _aced("tag", "--classifier", str(model_dir), stdin=text, env={"ACED_TIER_MODEL": "false"})
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    backend = FineTunedTagger(model_dir)
+    # each line's history is the lines of its conversation before it
+    messages = [_message(item) for item in items]
+    expected = backend.tag_many([(m, messages[:n]) for n, m in enumerate(messages)])
+    assert len(got) == len(expected) == 3
+    for mine, theirs in zip(got, expected, strict=True):
+        assert theirs is not None and "tier_model" in mine["evidence"]
+        assert mine["evidence"]["classifier"] == theirs.evidence["classifier"]
+        assert (mine["tier"], mine["signals"]) == (theirs.tier, theirs.signals.model_dump())
+
+
 def test_a_failing_model_gives_none_not_an_exception(model_dir: Path) -> None:
     from structlog.testing import capture_logs
 

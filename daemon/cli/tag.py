@@ -22,7 +22,8 @@ emergence signals, 0..100), "novelty", "emergence", "tier_rule", "tier_confidenc
 "tagger_version".
 
 The daemon's tagging settings apply (ACED_TAG_HISTORY, ACED_TIER_MODEL, ACED_TAG_CORE, or ACED_CONFIG), so
-these are the tags the daemon would record for the same conversations.
+these are the tags the daemon would record for the same conversations. With --classifier the rules keep
+their tier model, whose probabilities the classifier combines with its own, as the daemon's backend does.
 
 A malformed line (not JSON, not an object, a required field missing or not text) gets one
 {"error": "..."} object on its output line and does not stop the rest; the exit status is then 1.
@@ -147,9 +148,12 @@ def _run(args: argparse.Namespace) -> int:
     # --history is the tag_history setting, validated with the daemon's bounds
     settings = settings_from(args, **({} if args.history is None else {"tag_history": args.history}))
     history = settings.tag_history
+    # The classifier backend combines its tier with the rules tier model's probabilities, so its rules part
+    # always runs with that model (FineTunedTagger); tagging with it here must do the same.
+    tier_model = settings.tier_model or args.classifier is not None
     try:
         tagger = RulesTagger(
-            history=history, tier_model="default" if settings.tier_model else None, core=settings.tag_core
+            history=history, tier_model="default" if tier_model else None, core=settings.tag_core
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
