@@ -37,7 +37,7 @@ from daemon.tagging.finetuned import (
     rules_probabilities,
 )
 from daemon.tagging.rules import emergence
-from daemon.tagging.train_classifier import MAX_POSITIVE_WEIGHT, positive_weights
+from daemon.tagging.train_classifier import MAX_POSITIVE_WEIGHT, example, positive_weights
 from daemon.tagging.train_classifier import main as train_main
 from schemas import SIGNAL_NAMES, AgentMessage, StreamKeys
 from tests.helpers import make_messages, publish
@@ -73,18 +73,7 @@ def test_training_writes_weights_and_how_they_were_made(model_dir: Path) -> None
     assert meta["max_tokens"] == 24 and list(meta["trained_on"]) == ["dev_tiny.jsonl"]
     assert len(meta["epoch_mean_loss"]) == 1 and math.isfinite(meta["epoch_mean_loss"][0])
     assert meta["signals"] == list(SIGNAL_NAMES)
-    assert meta["signal_positive_weight"] == positive_weights(_examples(40))
-
-
-def _examples(n: int) -> list[tuple[str, int, tuple[int, ...]]]:
-    return [
-        (
-            str(item["content"]),
-            "ACE".index(item["label"]["tier"]),  # type: ignore[index]
-            tuple(int(name in item["label"]["signals"]) for name in SIGNAL_NAMES),  # type: ignore[index]
-        )
-        for item in _labelled(n)
-    ]
+    assert meta["signal_positive_weight"] == positive_weights([example(item) for item in _labelled(40)])
 
 
 def test_positive_weights_balance_rare_signals_up_to_a_cap() -> None:
